@@ -1,0 +1,100 @@
+import hashlib
+import secrets
+from datetime import timedelta
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.utils import timezone
+
+from accounts.models import SCOPES, ApiToken
+from ledger.services import ledger_append
+
+TOKEN_PREFIX = "sw_"
+_LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+class TokenRefused(ValueError):
+    pass
+
+
+def _digest(raw: str) -> str:
+    # Tokens carry 256 random bits, so a fast hash is enough; a slow KDF would add nothing but latency.
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+@transaction.atomic
+def api_token_create(
+    *,
+    user: AbstractBaseUser,
+    name: str,
+    scopes: list[str],
+    expires_in_days: int | None = None,
+    actor: AbstractBaseUser | None = None,
+) -> tuple[ApiToken, str]:
+    """Create a token and return it with its secret, which is never stored. Ledger: api_token.created."""
+    unknown = sorted(set(scopes) - set(SCOPES))
+    if unknown:
+        raise TokenRefused(
+            f"unknown scope(s) {', '.join(unknown)}; known: {', '.join(sorted(SCOPES))}"
+        )
+    if not scopes:
+        raise TokenRefused("a token needs at least one scope")
+    if not name.strip():
+        raise TokenRefused("a token needs a name")
+    if ApiToken.objects.filter(user=user, name=name).exists():
+        raise TokenRefused(f"{user.get_username()} already has a token named {name!r}")
+    if expires_in_days is not None and expires_in_days <= 0:
+        raise TokenRefused("expiry must be a positive number of days")
+    raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = ApiToken.objects.create(
+        user=user,
+        name=name,
+        prefix=raw[:10],
+        digest=_digest(raw),
+        scopes=sorted(set(scopes)),
+        expires_at=timezone.now() + timedelta(days=expires_in_days) if expires_in_days else None,
+    )
+    ledger_append(
+        action="api_token.created",
+        subject=token,
+        actor=actor,
+        actor_label=None if actor else "manage.py",
+        payload={
+            "name": name,
+            "user": user.get_username(),
+            "scopes": token.scopes,
+            "prefix": token.prefix,
+        },
+    )
+    return token, raw
+
+
+@transaction.atomic
+def api_token_revoke(*, token_id: int, actor: AbstractBaseUser | None = None) -> ApiToken:
+    """Revoke a token; revoking twice is a no-op. Ledger: api_token.revoked."""
+    token = ApiToken.objects.select_for_update().get(pk=token_id)
+    if token.revoked_at is not None:
+        return token
+    token.revoked_at = timezone.now()
+    token.save(update_fields=["revoked_at"])
+    ledger_append(
+        action="api_token.revoked",
+        subject=token,
+        actor=actor,
+        actor_label=None if actor else "manage.py",
+        payload={"name": token.name, "user": token.user.get_username(), "prefix": token.prefix},
+    )
+    return token
+
+
+def api_token_authenticate(*, raw: str) -> ApiToken | None:
+    """The usable token for a presented secret, or None. Touches last_used_at at most once a minute."""
+    if not raw.startswith(TOKEN_PREFIX):
+        return None
+    token = ApiToken.objects.select_related("user").filter(digest=_digest(raw)).first()
+    now = timezone.now()
+    if token is None or not token.is_usable(now) or not token.user.is_active:
+        return None
+    if token.last_used_at is None or now - token.last_used_at > _LAST_USED_RESOLUTION:
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+    return token

@@ -1,0 +1,144 @@
+"""One websocket per page. The browser says which streams it shows and the last sequence it has;
+the consumer replays from the database, then forwards live events, filling any gap from the
+database again. Consumers only read: user actions arrive over HTTP."""
+
+import asyncio
+import contextlib
+import json
+import logging
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from django.utils.html import escape
+
+from live.broadcast import stream_events_after
+from live.streams import StreamNameInvalid, stream_dom_id, stream_group, stream_permission
+
+logger = logging.getLogger(__name__)
+
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_BAD_REQUEST = 4400
+CLOSE_FORBIDDEN = 4403
+MAX_STREAMS = 20
+
+
+class RefusedRequest(Exception):
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def _cursor_html(stream: str, seq: int) -> str:
+    return (
+        f'<span id="{stream_dom_id(stream)}" data-live-stream="{escape(stream)}" '
+        f'data-live-seq="{seq}" hidden hx-swap-oob="true"></span>'
+    )
+
+
+def _status_html(state: str, text: str) -> str:
+    return f'<span id="live-status" data-state="{state}" hx-swap-oob="true">{escape(text)}</span>'
+
+
+def _parse_resume(text: str | None) -> dict[str, int]:
+    try:
+        message = json.loads(text or "")
+    except ValueError as exc:
+        raise RefusedRequest(CLOSE_BAD_REQUEST, "replay request is not JSON") from exc
+    if not isinstance(message, dict) or message.get("type") != "resume":
+        raise RefusedRequest(
+            CLOSE_BAD_REQUEST, 'expected {"type": "resume", "cursors": {stream: seq}}'
+        )
+    cursors = message.get("cursors")
+    if not isinstance(cursors, dict) or not cursors or len(cursors) > MAX_STREAMS:
+        raise RefusedRequest(
+            CLOSE_BAD_REQUEST,
+            f"cursors must map 1 to {MAX_STREAMS} stream names to sequence numbers",
+        )
+    parsed: dict[str, int] = {}
+    for stream, seq in cursors.items():
+        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+            raise RefusedRequest(
+                CLOSE_BAD_REQUEST, f"cursor for {stream!r} must be a non-negative integer"
+            )
+        try:
+            stream_permission(stream)
+        except StreamNameInvalid as exc:
+            raise RefusedRequest(CLOSE_BAD_REQUEST, str(exc)) from exc
+        parsed[stream] = seq
+    return parsed
+
+
+class LiveConsumer(AsyncWebsocketConsumer):
+    async def connect(self) -> None:
+        self.cursors: dict[str, int] = {}
+        self.lock = asyncio.Lock()
+        self.poller: asyncio.Task | None = None
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        await self.accept()
+
+    async def disconnect(self, code: int) -> None:
+        if self.poller:
+            self.poller.cancel()
+        for stream in self.cursors:
+            await self.channel_layer.group_discard(stream_group(stream), self.channel_name)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        try:
+            cursors = _parse_resume(text_data)
+            user = self.scope["user"]
+            for stream in cursors:
+                if not await database_sync_to_async(user.has_perm)(stream_permission(stream)):
+                    raise RefusedRequest(CLOSE_FORBIDDEN, f"you may not watch {stream}")
+        except RefusedRequest as refused:
+            logger.info(
+                "live request refused",
+                extra={"reason": refused.reason, "user": str(self.scope["user"])},
+            )
+            await self.send(
+                text_data=_status_html("error", f"Live updates refused: {refused.reason}")
+            )
+            await self.close(code=refused.code)
+            return
+        async with self.lock:
+            for stream, seq in cursors.items():
+                if stream not in self.cursors:
+                    await self.channel_layer.group_add(stream_group(stream), self.channel_name)
+                self.cursors[stream] = max(seq, self.cursors.get(stream, 0))
+        for stream in cursors:
+            await self._catch_up(stream)
+        await self.send(text_data=_status_html("live", "Live"))
+        if self.poller is None:
+            self.poller = asyncio.create_task(self._poll())
+
+    async def stream_event(self, message: dict) -> None:
+        stream, seq = message["stream"], message["seq"]
+        async with self.lock:
+            cursor = self.cursors.get(stream)
+            if cursor is None or seq <= cursor:
+                return
+            if seq == cursor + 1:
+                self.cursors[stream] = seq
+                await self.send(text_data=message["html"] + _cursor_html(stream, seq))
+                return
+        await self._catch_up(stream)
+
+    async def _catch_up(self, stream: str) -> None:
+        async with self.lock:
+            events = await database_sync_to_async(stream_events_after)(
+                stream=stream, seq=self.cursors[stream]
+            )
+            for seq, html in events:
+                self.cursors[stream] = seq
+                await self.send(text_data=html + _cursor_html(stream, seq))
+
+    async def _poll(self) -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            while True:
+                await asyncio.sleep(settings.LIVE_POLL_SECONDS)
+                for stream in list(self.cursors):
+                    await self._catch_up(stream)

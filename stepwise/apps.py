@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class StepwiseConfig(AppConfig):
+    name = "stepwise"
+    verbose_name = "Stepwise operations"

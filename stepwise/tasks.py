@@ -1,0 +1,8 @@
+from celery import shared_task
+
+from stepwise.health import worker_heartbeat_record
+
+
+@shared_task(name="stepwise.tasks.worker_heartbeat", bind=True, ignore_result=True)
+def worker_heartbeat(self) -> None:
+    worker_heartbeat_record(hostname=self.request.hostname or "unknown")

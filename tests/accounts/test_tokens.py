@@ -1,0 +1,122 @@
+import hashlib
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from accounts.models import ApiToken
+from accounts.services import api_token_create, api_token_revoke
+from ledger.models import LedgerEntry
+
+pytestmark = pytest.mark.django_db
+
+
+def _create(capsys, user, *scopes: str) -> str:
+    call_command(
+        "create_api_token",
+        "--user",
+        user.username,
+        "--name",
+        "ci",
+        *[a for s in scopes for a in ("--scope", s)],
+    )
+    return capsys.readouterr().out.strip()
+
+
+def test_create_api_token__command__prints_secret_once_and_stores_only_its_digest(
+    capsys, role_user
+):
+    user = role_user("viewer")
+    raw = _create(capsys, user, "ledger:read")
+    token = ApiToken.objects.get()
+    assert raw.startswith("sw_") and len(raw) > 40
+    assert token.digest == hashlib.sha256(raw.encode()).hexdigest()
+    assert raw not in str(list(ApiToken.objects.values()))
+    assert LedgerEntry.objects.filter(action="api_token.created").count() == 1
+
+
+def test_create_api_token__unknown_scope_or_user__clear_error_and_nothing_created(role_user):
+    user = role_user("viewer")
+    with pytest.raises(CommandError, match="unknown scope"):
+        call_command("create_api_token", "--user", user.username, "--name", "x", "--scope", "root")
+    with pytest.raises(CommandError, match="no user named"):
+        call_command("create_api_token", "--user", "ghost", "--name", "x", "--scope", "ledger:read")
+    assert not ApiToken.objects.exists()
+
+
+def test_api_ledger__token_with_scope__200_with_entries(capsys, client, role_user):
+    raw = _create(capsys, role_user("viewer"), "ledger:read")
+    response = client.get("/api/ledger", HTTP_AUTHORIZATION=f"Bearer {raw}")
+    assert response.status_code == 200
+    assert response.json()["entries"][0]["action"] == "api_token.created"
+    assert client.get("/api/ledger", HTTP_X_API_KEY=raw).status_code == 200
+
+
+def test_api_ledger__token_without_scope__403_naming_the_scope(capsys, client, role_user):
+    raw = _create(capsys, role_user("viewer"), "metrics:write")
+    response = client.get("/api/ledger", HTTP_AUTHORIZATION=f"Bearer {raw}")
+    assert response.status_code == 403
+    assert "ledger:read" in response.json()["error"]
+
+
+def test_api_ledger__revoked_or_unknown_token__401_and_no_session_fallback(
+    capsys, client, role_user
+):
+    user = role_user("viewer")
+    raw = _create(capsys, user, "ledger:read")
+    call_command("revoke_api_token", str(ApiToken.objects.get().pk))
+    client.force_login(user)  # a session must not rescue a revoked machine credential
+    assert client.get("/api/ledger", HTTP_AUTHORIZATION=f"Bearer {raw}").status_code == 401
+    assert client.get("/api/ledger", HTTP_AUTHORIZATION="Bearer sw_forged").status_code == 401
+    assert LedgerEntry.objects.filter(action="api_token.revoked").count() == 1
+
+
+def test_api_ledger__no_credentials__401_json_not_a_login_redirect(client):
+    response = client.get("/api/ledger")
+    assert response.status_code == 401
+    assert "authentication required" in response.json()["error"]
+
+
+def test_api_token_revoke__twice__second_is_a_no_op(role_user):
+    token, _ = api_token_create(user=role_user("tpm"), name="deploy-bot", scopes=["deploys:write"])
+    first = api_token_revoke(token_id=token.pk)
+    second = api_token_revoke(token_id=token.pk)
+    assert first.revoked_at == second.revoked_at
+    assert LedgerEntry.objects.filter(action="api_token.revoked").count() == 1
+
+
+def test_api_token__expired__refused(client, role_user):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    token, raw = api_token_create(
+        user=role_user("viewer"), name="old", scopes=["ledger:read"], expires_in_days=1
+    )
+    ApiToken.objects.filter(pk=token.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    assert client.get("/api/ledger", HTTP_AUTHORIZATION=f"Bearer {raw}").status_code == 401
+
+
+def test_api_ledger__bad_filter__400_with_field_reason(client, role_user):
+    client.force_login(role_user("viewer"))
+    response = client.get("/api/ledger?plan=abc")
+    assert response.status_code == 400
+    assert "plan" in response.json()["fields"]
+
+
+def test_api_ledger_verify__tampered__409_naming_entry(client, role_user):
+    from django.db import connection
+
+    from ledger.services import ledger_append
+
+    client.force_login(role_user("viewer"))
+    ledger_append(action="a.b", subject_type="t")
+    assert client.get("/api/ledger/verify").json() == {"ok": True, "checked": 1}
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SET session_replication_role = replica")
+        cursor.execute("UPDATE ledger_ledgerentry SET action = 'c.d'")
+        if connection.vendor == "postgresql":
+            cursor.execute("SET session_replication_role = DEFAULT")
+    response = client.get("/api/ledger/verify")
+    assert response.status_code == 409
+    assert response.json()["first_break"]["seq"] == 1

@@ -1,0 +1,97 @@
+"""Which real services this run has. Under CI (STEPWISE_REQUIRE_SERVICES=1) a missing PostgreSQL,
+Redis or Chromium fails the run at once; on a laptop the tests that need them are skipped, and
+the reason is printed in the summary (pytest -ra)."""
+
+import os
+import shutil
+import socket
+from urllib.parse import urlparse
+
+import pytest
+from django.conf import settings
+
+REQUIRE_SERVICES = os.environ.get("STEPWISE_REQUIRE_SERVICES") == "1"
+CHROMIUM = "/usr/bin/chromium"
+
+
+def _reachable(url: str, default_port: int) -> str | None:
+    parsed = urlparse(url)
+    try:
+        with socket.create_connection(
+            (parsed.hostname or "127.0.0.1", parsed.port or default_port), timeout=3
+        ):
+            return None
+    except OSError as exc:
+        return f"{parsed.hostname}:{parsed.port or default_port} unreachable ({exc})"
+
+
+def _postgres_problem() -> str | None:
+    if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+        return "PostgreSQL not configured: set DATABASE_URL=postgres://user@host:5432/db to run"
+    return _reachable(os.environ["DATABASE_URL"], 5432)
+
+
+def _redis_problem() -> str | None:
+    if not settings.REDIS_URL:
+        return "Redis not configured: set REDIS_URL=redis://host:6379/0 to run"
+    return _reachable(settings.REDIS_URL, 6379)
+
+
+def _chromium_problem() -> str | None:
+    return (
+        None
+        if shutil.which(CHROMIUM)
+        else f"{CHROMIUM} not found: install Debian's chromium to run browser tests"
+    )
+
+
+PROBLEMS = {
+    "postgres": _postgres_problem(),
+    "redis": _redis_problem(),
+    "browser": _chromium_problem(),
+}
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if REQUIRE_SERVICES:
+        missing = {name: why for name, why in PROBLEMS.items() if why}
+        if missing:
+            pytest.exit(
+                "STEPWISE_REQUIRE_SERVICES=1 but: "
+                + "; ".join(f"{k}: {v}" for k, v in missing.items()),
+                returncode=3,
+            )
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    return [
+        f"stepwise services: {name} -> {'ok' if not why else 'SKIPPED: ' + why}"
+        for name, why in PROBLEMS.items()
+    ]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        for name, why in PROBLEMS.items():
+            if why and item.get_closest_marker(name):
+                item.add_marker(pytest.mark.skip(reason=why))
+
+
+@pytest.fixture
+def role_user(db):
+    """`role_user("tpm")` -> a user in that role group."""
+    from tests.factories import UserFactory
+
+    def make(role: str | None, **kwargs):
+        return UserFactory(role=role, **kwargs)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: None) -> None:
+    # Consumers reach the database from a thread pool; persistent connections there would keep
+    # PostgreSQL from dropping the test database at the end of the run.
+    from django.db import connections
+
+    connections["default"].settings_dict["CONN_MAX_AGE"] = 0

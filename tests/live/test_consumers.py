@@ -1,0 +1,136 @@
+import json
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.test import Client
+
+from ledger.services import ledger_append
+from live.models import Stream, StreamEvent
+from stepwise.asgi import application
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
+ORIGIN = (b"origin", b"http://localhost")
+
+
+async def _cookie_for(user) -> bytes:
+    client = Client()
+    await sync_to_async(client.force_login)(user)
+    return f"sessionid={client.cookies['sessionid'].value}".encode()
+
+
+async def _connect(user=None, origin=ORIGIN) -> tuple[WebsocketCommunicator, bool, int | None]:
+    headers = [origin] if origin else []
+    if user is not None:
+        headers.append((b"cookie", await _cookie_for(user)))
+    communicator = WebsocketCommunicator(application, "/ws/live/", headers=headers)
+    connected, code = await communicator.connect(timeout=3)
+    return communicator, connected, code
+
+
+def _append(action: str) -> None:
+    ledger_append(action=action, subject_type="plan", subject_id=1)
+
+
+@pytest.fixture
+def viewer(role_user):
+    return role_user("viewer")
+
+
+async def test_live__anonymous__refused_4401():
+    _communicator, connected, code = await _connect(user=None)
+    assert not connected and code == 4401
+
+
+async def test_live__forged_origin__handshake_refused(viewer):
+    _communicator, connected, _ = await _connect(
+        user=viewer, origin=(b"origin", b"https://evil.example")
+    )
+    assert not connected
+
+
+async def test_live__replay_after_cursor__sends_only_missed_events_in_order(viewer):
+    for action in ("a.one", "a.two", "a.three"):
+        await sync_to_async(_append)(action)
+    communicator, connected, _ = await _connect(viewer)
+    assert connected
+    await communicator.send_to(text_data=json.dumps({"type": "resume", "cursors": {"ledger": 1}}))
+    second = await communicator.receive_from(timeout=3)
+    third = await communicator.receive_from(timeout=3)
+    status = await communicator.receive_from(timeout=3)
+    assert "a.two" in second and 'data-live-seq="2"' in second
+    assert "a.three" in third and 'data-live-seq="3"' in third
+    assert 'data-state="live"' in status
+    await communicator.disconnect()
+
+
+async def test_live__event_committed_after_subscribe__pushed_without_polling(viewer, settings):
+    settings.LIVE_POLL_SECONDS = 3600
+    communicator, _, _ = await _connect(viewer)
+    await communicator.send_to(text_data=json.dumps({"type": "resume", "cursors": {"ledger": 0}}))
+    assert 'data-state="live"' in await communicator.receive_from(timeout=3)
+    await sync_to_async(_append)("step.started")
+    pushed = await communicator.receive_from(timeout=3)
+    assert "step.started" in pushed and 'data-live-seq="1"' in pushed
+    await communicator.disconnect()
+
+
+async def test_live__group_message_skips_ahead__gap_filled_from_database(viewer, settings):
+    settings.LIVE_POLL_SECONDS = 3600
+    communicator, _, _ = await _connect(viewer)
+    await communicator.send_to(text_data=json.dumps({"type": "resume", "cursors": {"ledger": 0}}))
+    await communicator.receive_from(timeout=3)
+
+    def publish_then_write_one_without_sending() -> None:
+        _append("sent.normally")
+        # A stored event whose group message never arrived (a Redis blip, a crashed sender).
+        stream = Stream.objects.get(name="ledger")
+        stream.last_seq += 1
+        stream.save()
+        StreamEvent.objects.create(
+            stream=stream, seq=stream.last_seq, event="t", html="<p>written-not-sent</p>"
+        )
+
+    await sync_to_async(publish_then_write_one_without_sending)()
+    first = await communicator.receive_from(timeout=3)
+    assert "sent.normally" in first
+    await sync_to_async(_append)("after.the.gap")
+    filled = await communicator.receive_from(timeout=3)
+    latest = await communicator.receive_from(timeout=3)
+    assert "written-not-sent" in filled and 'data-live-seq="2"' in filled
+    assert "after.the.gap" in latest and 'data-live-seq="3"' in latest
+    await communicator.disconnect()
+
+
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        ("not json", "not JSON"),
+        (json.dumps({"type": "subscribe"}), "expected"),
+        (json.dumps({"type": "resume", "cursors": {"ledger": -1}}), "non-negative"),
+        (json.dumps({"type": "resume", "cursors": {"ledger": "12"}}), "non-negative"),
+        (json.dumps({"type": "resume", "cursors": {"secrets": 0}}), "unknown stream"),
+        (json.dumps({"type": "resume", "cursors": {}}), "cursors must map"),
+    ],
+)
+async def test_live__malformed_replay_request__closed_4400_with_reason(viewer, message, reason):
+    communicator, _, _ = await _connect(viewer)
+    await communicator.send_to(text_data=message)
+    refusal = await communicator.receive_from(timeout=3)
+    assert reason in refusal and 'data-state="error"' in refusal
+    assert (await communicator.receive_output(timeout=3)) == {
+        "type": "websocket.close",
+        "code": 4400,
+    }
+
+
+async def test_live__user_without_role__watching_ledger_refused_4403(role_user):
+    nobody = await sync_to_async(role_user)(None)
+    communicator, connected, _ = await _connect(nobody)
+    assert connected
+    await communicator.send_to(text_data=json.dumps({"type": "resume", "cursors": {"ledger": 0}}))
+    assert "may not watch ledger" in await communicator.receive_from(timeout=3)
+    assert (await communicator.receive_output(timeout=3)) == {
+        "type": "websocket.close",
+        "code": 4403,
+    }

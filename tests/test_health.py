@@ -1,0 +1,83 @@
+import os
+import subprocess
+import sys
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from stepwise.health import worker_heartbeat_record
+from stepwise.models import WorkerHeartbeat
+
+pytestmark = pytest.mark.django_db
+
+
+def test_healthz__anonymous__200(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_readyz__no_worker_heartbeat__503_naming_the_worker(client):
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["checks"]["database"]["ok"] is True
+    assert body["checks"]["worker"] == {
+        "ok": False,
+        "detail": "no Celery worker has reported a heartbeat yet",
+    }
+
+
+def test_readyz__stale_heartbeat__503_with_age(client):
+    WorkerHeartbeat.objects.create(
+        hostname="celery@old", seen_at=timezone.now() - timedelta(minutes=5)
+    )
+    detail = client.get("/readyz").json()["checks"]["worker"]["detail"]
+    assert "celery@old" in detail and "limit 60s" in detail
+
+
+def test_readyz__fresh_heartbeat__200_ready(client):
+    worker_heartbeat_record(hostname="celery@host")
+    response = client.get("/readyz")
+    assert response.status_code == 200, response.json()
+    assert response.json()["status"] == "ready"
+
+
+def test_worker_heartbeat_task__run__records_the_worker():
+    from stepwise.tasks import worker_heartbeat
+
+    worker_heartbeat.apply()
+    assert WorkerHeartbeat.objects.count() == 1
+
+
+@pytest.mark.redis
+def test_readyz__redis_configured__redis_check_pings_it(client):
+    worker_heartbeat_record(hostname="celery@host")
+    assert client.get("/readyz").json()["checks"]["redis"] == {"ok": True, "detail": "reachable"}
+
+
+def test_check_deploy__production_settings__no_warnings():
+    env = {
+        **os.environ,
+        "STEPWISE_ENV": "production",
+        "DJANGO_SECRET_KEY": "x" * 20 + "prod-secret-from-the-environment-" + "y" * 20,
+        "DJANGO_ALLOWED_HOSTS": "stepwise.example.com",
+    }
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_production_settings__secret_key_missing__refuses_to_start():
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SECRET_KEY"} | {
+        "STEPWISE_ENV": "production"
+    }
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"], capture_output=True, text=True, env=env
+    )
+    assert result.returncode != 0
+    assert "DJANGO_SECRET_KEY must be set" in result.stderr
