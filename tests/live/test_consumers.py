@@ -1,7 +1,7 @@
 import json
 
 import pytest
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async as sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.test import Client
 
@@ -30,6 +30,17 @@ async def _connect(user=None, origin=ORIGIN) -> tuple[WebsocketCommunicator, boo
 
 def _append(action: str) -> None:
     ledger_append(action=action, subject_type="plan", subject_id=1)
+
+
+@pytest.fixture(autouse=True)
+async def _close_thread_connections():
+    """The consumer's database calls share one executor thread; close its connection after each
+    test so PostgreSQL can drop the test database at the end."""
+    yield
+    from asgiref.sync import sync_to_async as plain_sync_to_async
+    from django.db import connections
+
+    await plain_sync_to_async(connections.close_all)()
 
 
 @pytest.fixture
