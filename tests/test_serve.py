@@ -1,0 +1,39 @@
+import json
+import subprocess
+import urllib.request
+
+from tests.serving import served, stop
+
+
+def _process_table() -> list[tuple[int, int, int, str]]:
+    out = subprocess.run(
+        ["ps", "-eo", "pid=,ppid=,pgid=,args="], capture_output=True, text=True
+    ).stdout
+    rows = []
+    for line in out.splitlines():
+        pid, ppid, pgid, args = line.split(None, 3)
+        rows.append((int(pid), int(ppid), int(pgid), args))
+    return rows
+
+
+def test_serve__run_then_ctrl_c__ready_with_worker_and_every_child_stopped(tmp_path):
+    with served(tmp_path) as server:
+        with urllib.request.urlopen(server.base + "/readyz") as response:
+            checks = json.load(response)["checks"]
+        assert all(check["ok"] for check in checks.values()), checks
+        log = server.log.read_text()
+        assert server.base in log and "Demo logins" in log
+
+        # serve puts each child (uvicorn, celery) in its own process group; all of them must go.
+        children = {
+            pid: args for pid, ppid, _, args in _process_table() if ppid == server.process.pid
+        }
+        assert any("uvicorn" in a for a in children.values()) and any(
+            "celery" in a for a in children.values()
+        )
+        assert stop(server) == 0
+    # A "<defunct>" entry has exited already; in a container without an init it is never reaped.
+    survivors = [
+        a for _, _, pgid, a in _process_table() if pgid in children and "<defunct>" not in a
+    ]
+    assert survivors == []
