@@ -5,17 +5,9 @@ from django.shortcuts import render
 from django.urls import path
 
 SECTIONS = {
-    "portfolio": (
-        "Portfolio",
-        "Every plan with its status, progress, current steps and what blocks them.",
-    ),
     "incidents": (
         "Incidents",
         "Declared incidents with their live timeline, commander and current change.",
-    ),
-    "flags": (
-        "Flags",
-        "Every feature flag with its current version, rollout and owning plan step.",
     ),
     "slos": ("SLOs", "Service level objectives with error budgets and burn rates."),
     "decisions": (

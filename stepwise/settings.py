@@ -90,11 +90,21 @@ TEMPLATES = [
 
 DATABASE_URL = os.environ.get("DATABASE_URL", "")
 if DATABASE_URL:
-    DATABASES = {
-        "default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)
-    }
+    # No persistent connections: under ASGI each request's sync part may run on a new thread, and
+    # conn_max_age would leave one idle connection per thread until PostgreSQL refuses clients.
+    # A psycopg pool per process shares a few connections instead.
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
     if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-        DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = 5
+        DATABASES["default"].setdefault("OPTIONS", {}).update(
+            {
+                "connect_timeout": 5,
+                "pool": {
+                    "min_size": 1,
+                    "max_size": int(os.environ.get("STEPWISE_DB_POOL_MAX", "16")),
+                    "timeout": 10,
+                },
+            }
+        )
 else:
     DATABASES = {
         "default": {
@@ -113,11 +123,19 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
+# Lets several Stepwise installations (or test servers) share one Redis without reading each
+# other's tasks and events.
+REDIS_PREFIX = os.environ.get("STEPWISE_REDIS_PREFIX", "stepwise")
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1500, "expiry": 30},
+            "CONFIG": {
+                "hosts": [REDIS_URL],
+                "capacity": 1500,
+                "expiry": 30,
+                "prefix": f"{REDIS_PREFIX}:asgi",
+            },
         }
     }
 else:
@@ -132,7 +150,10 @@ LIVE_POLL_SECONDS = float(os.environ.get("STEPWISE_LIVE_POLL_SECONDS", "15" if R
 # process works with nothing installed.
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": 3600,
+        "global_keyprefix": f"{REDIS_PREFIX}:",
+    }
 else:
     _broker_dir = Path(os.environ.get("STEPWISE_BROKER_DIR", VAR_DIR / "broker"))
     (_broker_dir / "control").mkdir(parents=True, exist_ok=True)
@@ -160,7 +181,7 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
 LOGIN_URL = "login"
-LOGIN_REDIRECT_URL = "home"
+LOGIN_REDIRECT_URL = "portfolio"
 LOGOUT_REDIRECT_URL = "login"
 
 LANGUAGE_CODE = "en-us"

@@ -5,12 +5,13 @@ from django.urls import include, path
 from stepwise import views
 
 urlpatterns = [
-    path("", views.home, name="home"),
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
     path("", include("ledger.urls")),
+    path("", include("rollouts.urls")),
+    path("ofrep/", include("rollouts.ofrep_urls")),
     path("", include("stepwise.sections")),
     path("admin/", admin.site.urls),
 ]

@@ -1,6 +1,5 @@
 from django.contrib.auth.decorators import login_not_required
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import redirect
+from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 
 from stepwise.health import readiness_checks
@@ -24,7 +23,3 @@ def readyz(request: HttpRequest) -> JsonResponse:
         },
         status=200 if ready else 503,
     )
-
-
-def home(request: HttpRequest) -> HttpResponse:
-    return redirect("portfolio")

@@ -10,7 +10,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse, urlunparse
 
@@ -24,6 +24,7 @@ class Server:
     var_dir: Path
     process: subprocess.Popen
     log: Path
+    env: dict[str, str] = field(default_factory=dict)  # run manage.py against the served DB
 
 
 def free_port() -> int:
@@ -57,6 +58,7 @@ def _server_env(var_dir: Path) -> tuple[dict[str, str], str | None]:
     if env.get("REDIS_URL"):
         # Its own Redis database, so a developer's running instance never sees the test's events.
         env["REDIS_URL"] = urlunparse(urlparse(env["REDIS_URL"])._replace(path="/13"))
+        env["STEPWISE_REDIS_PREFIX"] = f"served-{uuid.uuid4().hex[:8]}"
     return env, created_db
 
 
@@ -117,7 +119,7 @@ def served(var_dir: Path) -> Iterator[Server]:
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
-        server = Server(f"http://127.0.0.1:{port}", port, var_dir, process, log)
+        server = Server(f"http://127.0.0.1:{port}", port, var_dir, process, log, env)
         try:
             _wait_ready(server)
             yield server

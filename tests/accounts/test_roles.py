@@ -53,7 +53,7 @@ def test_login__right_password__redirected_home_then_logout_requires_post(client
 
 
 @pytest.mark.parametrize(
-    "path", ["/", "/portfolio/", "/incidents/", "/flags/", "/slos/", "/decisions/", "/ledger/"]
+    "path", ["/", "/plans/identity/", "/incidents/", "/flags/", "/slos/", "/decisions/", "/ledger/"]
 )
 def test_pages__anonymous__redirected_to_login(client, path):
     response = client.get(path)

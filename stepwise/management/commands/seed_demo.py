@@ -1,11 +1,20 @@
+from pathlib import Path
+
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from accounts.roles import ROLES, roles_sync
+from accounts.services import api_token_create
 from ledger.models import LedgerEntry
 from ledger.services import ledger_record_manual
+from rollouts.models import Plan, Target
+from rollouts.services.consumers import flag_consumer_register
+from rollouts.services.flags import flag_change, flag_create
+from rollouts.services.plan_apply import plan_apply
+from rollouts.services.steps import plan_transition, step_target_confirm, step_transition
 
 DEMO_PASSWORD = "stepwise-demo"
 DEMO_USERS = {
@@ -55,10 +64,84 @@ class Command(BaseCommand):
                 subject="team:payments",
                 summary="Payments team acknowledged the cut-over window",
             )
+        if not Plan.objects.filter(key="identity-migration").exists():
+            self._seed_program(users)
         self.stdout.write(
             self.style.SUCCESS(
                 "demo data ready: users "
                 + ", ".join([*ROLES, "admin"])
                 + f" / password {DEMO_PASSWORD}"
             )
+        )
+
+    def _seed_program(self, users: dict) -> None:
+        """The identity migration mid-flight, through the same services a person would use."""
+        User = get_user_model()
+        tpm, commander = users["tpm"], users["commander"]
+        text = (Path(settings.BASE_DIR) / "examples" / "identity-migration.yaml").read_text()
+        plan = plan_apply(text=text, actor=tpm).plan
+        plan_transition(plan_id=plan.pk, action="activate", actor=tpm, reason="kickoff")
+        regions = ["us-east", "eu-west", "ap-south"]
+
+        def converge(key: str, targets: list[str]) -> None:
+            step = plan.steps.get(key=key)
+            for action in ("start", "advance", "advance"):
+                step_transition(step_id=step.pk, action=action, actor=tpm)
+            for target in targets:
+                step_target_confirm(step_id=step.pk, target=target, actor=tpm, source="person")
+
+        converge("idp-roles", regions)
+        converge("sessions-expand", regions)
+        converge("accounts-deploy", regions)
+        converge("gateway-policy", ["us-east", "eu-west"])  # ap-south is lagging
+        backfill = plan.steps.get(key="sessions-backfill")
+        step_transition(step_id=backfill.pk, action="start", actor=tpm)
+        step_transition(step_id=backfill.pk, action="advance", actor=tpm)
+
+        for key, kind, owner, description, changes in (
+            (
+                "checkout-v2",
+                "release",
+                "payments",
+                "New checkout flow",
+                {"enabled": True, "rollout_percentage": 50},
+            ),
+            ("disable-retries", "kill_switch", "edge", "Stop client retries to shed load", {}),
+            (
+                "recs-experiment",
+                "experiment",
+                "discovery",
+                "Recommendations ranking experiment",
+                {"enabled": True, "rollout_percentage": 10},
+            ),
+        ):
+            flag_create(key=key, description=description, kind=kind, owner=owner, actor=tpm)
+            if changes:
+                flag_change(
+                    flag_key=key,
+                    changes=changes,
+                    actor=tpm,
+                    reason="initial rollout",
+                    source="board",
+                )
+        # One web frontend per region fetches flags over OFREP; convergence counts these.
+        frontend, _ = User.objects.get_or_create(
+            username="web-frontend", defaults={"first_name": "Web frontend"}
+        )
+        frontend.groups.set([Group.objects.get(name="viewer")])
+        for region in regions:
+            token, raw = api_token_create(
+                user=frontend, name=f"web-{region}", scopes=["flags:evaluate"], actor=tpm
+            )
+            flag_consumer_register(
+                name=f"web-{region}", token=token, target=Target.objects.get(name=region), actor=tpm
+            )
+            self.stdout.write(f"OFREP consumer web-{region}: Authorization: Bearer {raw}")
+        # Someone turns the new login on for 1% by hand, ahead of the plan: a deviation to reconcile.
+        flag_change(
+            flag_key="new-login",
+            changes={"enabled": True, "rollout_percentage": 1},
+            actor=commander,
+            reason="quick smoke test in production",
+            source="board",
         )

@@ -1,0 +1,57 @@
+import json
+
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.http import require_POST
+
+from accounts.api import api_endpoint
+from rollouts.forms import DeployWebhookForm, StepActionForm
+from rollouts.services import InvalidInput, TransitionRefused
+from rollouts.services.deviations import deploy_report
+from rollouts.services.steps import step_transition
+
+
+def _json_body(request: HttpRequest) -> dict | None:
+    try:
+        body = json.loads(request.body or b"")
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+@require_POST
+@api_endpoint(scope="deploys:write", permission="rollouts.view_step")
+def deploy_webhook(request: HttpRequest) -> JsonResponse:
+    """POST {"service", "version", "target"}: confirms a running deploy step's target, or records a deviation."""
+    body = _json_body(request)
+    if body is None:
+        return JsonResponse({"error": "body must be a JSON object"}, status=400)
+    form = DeployWebhookForm(body)
+    if not form.is_valid():
+        return JsonResponse(
+            {"error": "invalid deploy", "fields": form.errors.get_json_data()}, status=400
+        )
+    try:
+        outcome = deploy_report(**form.cleaned_data, actor=request.user)
+    except InvalidInput as exc:
+        return JsonResponse({"error": str(exc)}, status=400)
+    return JsonResponse(outcome, status=202)
+
+
+@require_POST
+@api_endpoint(scope="plans:write", permission="rollouts.manage_plan")
+def step_action(request: HttpRequest, step_id: int) -> JsonResponse:
+    body = _json_body(request)
+    if body is None:
+        return JsonResponse({"error": "body must be a JSON object"}, status=400)
+    form = StepActionForm(body)
+    if not form.is_valid():
+        return JsonResponse(
+            {"error": "invalid action", "fields": form.errors.get_json_data()}, status=400
+        )
+    try:
+        step = step_transition(step_id=step_id, actor=request.user, **form.cleaned_data)
+    except TransitionRefused as exc:
+        return JsonResponse({"error": str(exc)}, status=409)
+    except InvalidInput as exc:
+        return JsonResponse({"error": str(exc)}, status=404 if "no step" in str(exc) else 400)
+    return JsonResponse({"step": step.key, "status": step.status})

@@ -1,0 +1,353 @@
+"""Plans of ordered steps, feature flags with immutable versions, and who has converged on what."""
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.utils import timezone
+
+
+class Plan(models.Model):
+    class Status(models.TextChoices):
+        DRAFT = "draft"
+        ACTIVE = "active"
+        PAUSED = "paused"
+        COMPLETED = "completed"
+        KILLED = "killed"
+
+    TRANSITIONS: dict[str, set[str]] = {
+        "draft": {"active", "killed"},
+        "active": {"paused", "completed", "killed"},
+        "paused": {"active", "killed"},
+        "completed": set(),
+        "killed": set(),
+    }
+
+    key = models.SlugField(max_length=80, unique=True)
+    name = models.CharField(max_length=200)
+    goal = models.TextField(blank=True)
+    owner = models.CharField(max_length=80, help_text="owning team")
+    teams = models.JSONField(default=list, help_text="teams involved, besides the step owners")
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.DRAFT)
+    spec_digest = models.CharField(
+        max_length=64, blank=True, help_text="hash of the last applied plan file"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+        permissions = [("manage_plan", "Can create plans and drive their steps")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def stream(self) -> str:
+        return f"plan:{self.pk}"
+
+    @property
+    def starts_nothing(self) -> bool:
+        return self.status != self.Status.ACTIVE
+
+
+class Target(models.Model):
+    """A region or environment a change must reach, e.g. eu-west or prod."""
+
+    class Kind(models.TextChoices):
+        REGION = "region"
+        ENVIRONMENT = "environment"
+
+    name = models.SlugField(max_length=60, unique=True)
+    kind = models.CharField(max_length=12, choices=Kind.choices, default=Kind.REGION)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Flag(models.Model):
+    class Kind(models.TextChoices):
+        RELEASE = "release"
+        KILL_SWITCH = "kill_switch", "kill switch"
+        EXPERIMENT = "experiment"
+
+    key = models.SlugField(max_length=100, unique=True)
+    description = models.TextField(blank=True)
+    kind = models.CharField(max_length=12, choices=Kind.choices, default=Kind.RELEASE)
+    owner = models.CharField(max_length=80, help_text="owning team")
+    current = models.OneToOneField(
+        "FlagVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["key"]
+        permissions = [("flip_flag", "Can change or revert a feature flag")]
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class FlagConfigRevision(models.Model):
+    """One row: the revision of the whole flag configuration, bumped under a lock by every new
+    flag version. OFREP ETags and consumer convergence are expressed in it; a sequence id would
+    not do, because ids can commit out of order."""
+
+    revision = models.PositiveBigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"flag config r{self.revision}"
+
+
+class FlagVersion(models.Model):
+    """One immutable configuration of a flag. A change or a revert is a new version."""
+
+    class Source(models.TextChoices):
+        PLAN = "plan", "plan step"
+        BOARD = "board", "flags board"
+        API = "api"
+        ADMIN = "admin"
+        INCIDENT = "incident", "incident console"
+        SEED = "seed"
+
+    flag = models.ForeignKey(Flag, on_delete=models.PROTECT, related_name="versions")
+    number = models.PositiveIntegerField()
+    enabled = models.BooleanField(default=False)
+    rollout_percentage = models.DecimalField(
+        max_digits=5,
+        decimal_places=2,
+        default=0,
+        validators=[MinValueValidator(0), MaxValueValidator(100)],
+    )
+    variants = models.JSONField(
+        default=dict, help_text='variant name -> value, e.g. {"on": true, "off": false}'
+    )
+    on_variant = models.CharField(
+        max_length=60, default="on", help_text="served inside the rollout"
+    )
+    off_variant = models.CharField(
+        max_length=60, default="off", help_text="served outside it or when disabled"
+    )
+    rules = models.JSONField(
+        default=list,
+        help_text='targeting rules, first match wins: [{"attribute": "country", "op": "in", "values": ["NL"], "variant": "on"}]',
+    )
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    reason = models.CharField(max_length=300)
+    source = models.CharField(max_length=10, choices=Source.choices)
+    step = models.ForeignKey(
+        "Step", null=True, blank=True, on_delete=models.PROTECT, related_name="flag_versions"
+    )
+    restored_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    config_revision = models.PositiveBigIntegerField(
+        help_text="flag-config revision this version took effect at"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["flag", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["flag", "number"], name="flag_version_number_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.flag_id} v{self.number}"
+
+    def settings_dict(self) -> dict:
+        """The evaluated configuration, comparable between versions (history diffs, restores)."""
+        return {
+            "enabled": self.enabled,
+            "rollout_percentage": float(self.rollout_percentage),
+            "variants": self.variants,
+            "on_variant": self.on_variant,
+            "off_variant": self.off_variant,
+            "rules": self.rules,
+        }
+
+
+class Step(models.Model):
+    class Kind(models.TextChoices):
+        FLAG_RAMP = "flag_ramp", "flag ramp"
+        DEPLOY = "deploy"
+        MANUAL = "manual", "manual change"
+        EXPAND = "expand", "migration: expand"
+        MIGRATE = "migrate", "migration: migrate"
+        CONTRACT = "contract", "migration: contract"
+        PROBE = "probe"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        READY = "ready"
+        RUNNING = "running"
+        VERIFYING = "verifying"
+        CONVERGING = "converging"
+        DONE = "done"
+        FAILED = "failed"
+        REVERTED = "reverted"
+        SKIPPED = "skipped"
+
+    class OnFail(models.TextChoices):
+        SET_FLAG_PERCENTAGE = "set_flag_percentage", "set the step's flag to a percentage"
+        RESTORE_PREVIOUS_FLAG = "restore_previous_flag", "restore the previous flag version"
+        PAUSE_PLAN = "pause_plan", "pause the plan"
+        FAIL_AND_PAGE = "fail_and_page", "mark failed and page"
+
+    # Allowed moves; the service checks the rules (dependencies, lockstep, plan state) on top.
+    TRANSITIONS: dict[str, set[str]] = {
+        "pending": {"ready", "skipped"},
+        "ready": {"running", "pending", "skipped"},
+        "running": {"verifying", "failed", "reverted"},
+        "verifying": {"converging", "failed", "reverted"},
+        "converging": {"done", "failed", "reverted"},
+        "done": {"reverted"},
+        "failed": {"reverted", "ready"},
+        "reverted": {"ready"},
+        "skipped": set(),
+    }
+    ACTIVE = {"running", "verifying", "converging"}
+
+    plan = models.ForeignKey(Plan, on_delete=models.CASCADE, related_name="steps")
+    key = models.SlugField(max_length=80)
+    title = models.CharField(max_length=200)
+    owner_team = models.CharField(max_length=80)
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    position = models.PositiveIntegerField(help_text="declared order within the plan")
+    depends_on = models.ManyToManyField(
+        "self", symmetrical=False, blank=True, related_name="dependents"
+    )
+    lockstep_group = models.SlugField(max_length=60, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    service = models.CharField(max_length=80, blank=True, help_text="service a deploy step ships")
+    flag = models.ForeignKey(
+        Flag, null=True, blank=True, on_delete=models.PROTECT, related_name="steps"
+    )
+    flag_percentage = models.DecimalField(
+        max_digits=5,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0), MaxValueValidator(100)],
+        help_text="where a flag ramp takes the flag",
+    )
+    rollback_command = models.CharField(max_length=300, blank=True)
+    runbook_url = models.URLField(blank=True)
+    pass_condition = models.TextField(blank=True)
+    fail_condition = models.TextField(blank=True)
+    on_fail = models.CharField(max_length=24, choices=OnFail.choices, blank=True)
+    on_fail_percentage = models.DecimalField(
+        max_digits=5,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0), MaxValueValidator(100)],
+    )
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    targets = models.ManyToManyField(Target, through="StepTarget", related_name="steps")
+
+    class Meta:
+        ordering = ["plan", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["plan", "key"], name="step_key_unique_per_plan"),
+            models.UniqueConstraint(
+                fields=["plan", "position"], name="step_position_unique_per_plan"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.plan.key}/{self.key}"
+
+    @property
+    def has_verification(self) -> bool:
+        return bool(self.pass_condition.strip() and self.fail_condition.strip() and self.on_fail)
+
+
+class StepTarget(models.Model):
+    """Convergence of one step in one target: confirmed by consumers' fetches, a webhook or a person."""
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        CONVERGED = "converged"
+        FAILED = "failed"
+
+    step = models.ForeignKey(Step, on_delete=models.CASCADE, related_name="step_targets")
+    target = models.ForeignKey(Target, on_delete=models.PROTECT, related_name="+")
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    converged_at = models.DateTimeField(null=True, blank=True)
+    confirmed_by = models.CharField(max_length=150, blank=True)
+
+    class Meta:
+        ordering = ["step", "target__name"]
+        constraints = [
+            models.UniqueConstraint(fields=["step", "target"], name="step_target_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.step} @ {self.target}: {self.state}"
+
+
+class FlagConsumer(models.Model):
+    """A registered OFREP client (an API token, a name, a target). Convergence is counted over these."""
+
+    name = models.CharField(max_length=100, unique=True)
+    token = models.OneToOneField(
+        "accounts.ApiToken", on_delete=models.PROTECT, related_name="flag_consumer"
+    )
+    target = models.ForeignKey(Target, on_delete=models.PROTECT, related_name="consumers")
+    held_revision = models.PositiveBigIntegerField(
+        default=0, help_text="flag-config revision last served to it"
+    )
+    held_since = models.DateTimeField(
+        null=True, blank=True, help_text="when it first fetched held_revision"
+    )
+    last_fetch_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["target__name", "name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.target})"
+
+
+class Deviation(models.Model):
+    """A change made outside the plan's path: recorded, surfaced, then reconciled by a person."""
+
+    class Kind(models.TextChoices):
+        FLAG_CHANGE = "flag_change", "flag changed outside its step"
+        DEPLOY = "deploy", "deploy out of sequence"
+
+    class Status(models.TextChoices):
+        OPEN = "open"
+        ACCEPTED = "accepted"
+        REVERTED = "reverted"
+
+    plan = models.ForeignKey(Plan, on_delete=models.CASCADE, related_name="deviations")
+    step = models.ForeignKey(
+        Step, null=True, blank=True, on_delete=models.SET_NULL, related_name="deviations"
+    )
+    kind = models.CharField(max_length=12, choices=Kind.choices)
+    summary = models.CharField(max_length=300)
+    detail = models.JSONField(default=dict)
+    flag_version = models.ForeignKey(
+        FlagVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN)
+    detected_at = models.DateTimeField(default=timezone.now)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    resolution_reason = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["-detected_at"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()}: {self.summary}"

@@ -1,0 +1,47 @@
+"""Flag-step convergence: a target has converged when every registered consumer in it holds the
+flag configuration revision that the step's flag version took effect at."""
+
+from django.db import transaction
+
+from rollouts.models import FlagConsumer, Step, StepTarget
+from rollouts.services.steps import step_target_confirm
+
+
+def flag_step_revision(step: Step) -> int | None:
+    """The flag-config revision a flag step's last change took effect at."""
+    return step.flag_versions.order_by("-number").values_list("config_revision", flat=True).first()
+
+
+def flag_consumers_converged(*, consumer_id: int) -> list[StepTarget]:
+    """After a consumer fetched a newer revision: confirm every active flag step in its target that
+    all of that target's consumers now hold. Returns the targets confirmed."""
+    consumer = FlagConsumer.objects.select_related("target").filter(pk=consumer_id).first()
+    if consumer is None:
+        return []
+    confirmed = []
+    pending = StepTarget.objects.filter(
+        target=consumer.target,
+        state=StepTarget.State.PENDING,
+        step__kind=Step.Kind.FLAG_RAMP,
+        step__status__in=Step.ACTIVE,
+    ).select_related("step")
+    for row in pending:
+        revision = flag_step_revision(row.step)
+        if revision is None:
+            continue
+        peers = FlagConsumer.objects.filter(target=consumer.target)
+        if peers.exists() and not peers.filter(held_revision__lt=revision).exists():
+            with transaction.atomic():
+                confirmed.append(
+                    step_target_confirm(
+                        step_id=row.step_id,
+                        target=consumer.target.name,
+                        actor=None,
+                        source="flag consumers",
+                        evidence={
+                            "revision": revision,
+                            "consumers": list(peers.values_list("name", flat=True)),
+                        },
+                    )
+                )
+    return confirmed

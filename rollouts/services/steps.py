@@ -1,0 +1,307 @@
+"""Every step and plan transition: lock the plan, check the rules, write, ledger, push."""
+
+from collections import defaultdict
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.utils import timezone
+
+from ledger.services import ledger_append
+from rollouts.models import Plan, Step, StepTarget
+from rollouts.publish import plan_publish
+from rollouts.rules import SATISFIED, action_blockers, lockstep_members
+from rollouts.services import InvalidInput, TransitionRefused
+from rollouts.services.flags import flag_change, flag_restore
+
+STEP_ACTIONS = ("start", "advance", "fail", "revert", "retry", "skip", "complete")
+PLAN_ACTIONS = {"activate": "active", "pause": "paused", "resume": "active", "kill": "killed"}
+
+
+def _load(plan_id: int) -> tuple[Plan, dict[int, Step], dict[int, list[int]]]:
+    """Lock the plan and all its steps: every transition of one plan is serialized here."""
+    plan = Plan.objects.select_for_update().get(pk=plan_id)
+    steps = {
+        s.pk: s for s in Step.objects.select_for_update().filter(plan=plan).order_by("position")
+    }
+    deps: dict[int, list[int]] = defaultdict(list)
+    for from_id, to_id in Step.depends_on.through.objects.filter(from_step__plan=plan).values_list(
+        "from_step_id", "to_step_id"
+    ):
+        deps[from_id].append(to_id)
+    return plan, steps, deps
+
+
+def _set_status(
+    step: Step, status: str, *, actor: Any, reason: str = "", payload: dict | None = None
+) -> None:
+    if status not in Step.TRANSITIONS[step.status]:
+        raise TransitionRefused(f"{step.key}: {step.status} cannot become {status}")
+    before, step.status = step.status, status
+    now = timezone.now()
+    if status == Step.Status.RUNNING:
+        step.started_at, step.finished_at = now, None
+    elif status in {
+        Step.Status.DONE,
+        Step.Status.FAILED,
+        Step.Status.REVERTED,
+        Step.Status.SKIPPED,
+    }:
+        step.finished_at = now
+    step.save(update_fields=["status", "started_at", "finished_at"])
+    ledger_append(
+        action=f"step.{status}",
+        subject=step,
+        actor=actor,
+        actor_label=None if actor else "stepwise",
+        payload={
+            "step": step.key,
+            "from": before,
+            "to": status,
+            **({"reason": reason} if reason else {}),
+            **(payload or {}),
+        },
+        plan_id=step.plan_id,
+        step_id=step.pk,
+    )
+
+
+def _refresh_ready(plan: Plan, steps: dict[int, Step], deps: dict[int, list[int]]) -> None:
+    for step in steps.values():
+        deps_met = all(steps[d].status in SATISFIED for d in deps.get(step.pk, []))
+        if step.status == Step.Status.PENDING and deps_met:
+            _set_status(step, Step.Status.READY, actor=None, reason="every dependency converged")
+        elif step.status == Step.Status.READY and not deps_met:
+            _set_status(
+                step, Step.Status.PENDING, actor=None, reason="a dependency is no longer converged"
+            )
+
+
+def _complete_plan_if_finished(plan: Plan, steps: dict[int, Step]) -> None:
+    if (
+        plan.status == Plan.Status.ACTIVE
+        and steps
+        and all(s.status in SATISFIED for s in steps.values())
+    ):
+        _plan_set_status(plan, Plan.Status.COMPLETED, actor=None, reason="every step converged")
+
+
+def _plan_set_status(plan: Plan, status: str, *, actor: Any, reason: str) -> None:
+    if status not in Plan.TRANSITIONS[plan.status]:
+        raise TransitionRefused(f"plan {plan.key} is {plan.status}; it cannot become {status}")
+    before, plan.status, plan.updated_at = plan.status, status, timezone.now()
+    plan.save(update_fields=["status", "updated_at"])
+    ledger_append(
+        action=f"plan.{status}",
+        subject=plan,
+        actor=actor,
+        actor_label=None if actor else "stepwise",
+        payload={"from": before, "to": status, **({"reason": reason} if reason else {})},
+        plan_id=plan.pk,
+    )
+
+
+def targets_pending(step: Step) -> list[str]:
+    return list(
+        step.step_targets.exclude(state=StepTarget.State.CONVERGED)
+        .order_by("target__name")
+        .values_list("target__name", flat=True)
+    )
+
+
+def _start(step: Step, members: list[Step], actor: Any, reason: str) -> None:
+    for member in members:
+        _set_status(member, Step.Status.RUNNING, actor=actor, reason=reason)
+        member.step_targets.update(
+            state=StepTarget.State.PENDING, converged_at=None, confirmed_by=""
+        )
+        if member.kind == Step.Kind.FLAG_RAMP:
+            flag_change(
+                flag_key=member.flag.key,
+                changes={"enabled": True, "rollout_percentage": member.flag_percentage},
+                actor=actor,
+                reason=f"{member.plan.key}/{member.key}: ramp to {member.flag_percentage}%",
+                source="plan",
+                step=member,
+            )
+
+
+def _revert(step: Step, actor: Any, reason: str) -> None:
+    if step.kind == Step.Kind.FLAG_RAMP and step.flag_id:
+        first = step.flag_versions.order_by("number").first()
+        before = (
+            step.flag.versions.filter(number__lt=first.number).order_by("-number").first()
+            if first
+            else None
+        )
+        if before is not None and step.flag.current_id != before.pk:
+            flag_restore(
+                flag_key=step.flag.key,
+                version_number=before.number,
+                actor=actor,
+                reason=f"{step.plan.key}/{step.key} reverted: {reason or 'no reason given'}",
+                source="plan",
+                step=step,
+            )
+    _set_status(step, Step.Status.REVERTED, actor=actor, reason=reason)
+
+
+@transaction.atomic
+def step_transition(
+    *, step_id: int, action: str, actor: AbstractBaseUser | None, reason: str = ""
+) -> Step:
+    """The one way a step changes state. Lockstep partners move together; a failure halts them.
+
+    Side effects: ledger entries per changed step (and flag versions for flag ramps); dependents
+    become ready; the plan completes when every step has converged; the plan page is pushed.
+    """
+    if action not in STEP_ACTIONS:
+        raise InvalidInput(f"unknown step action {action!r}; one of {', '.join(STEP_ACTIONS)}")
+    plan_id = Step.objects.filter(pk=step_id).values_list("plan_id", flat=True).first()
+    if plan_id is None:
+        raise InvalidInput(f"no step with id {step_id}")
+    plan, steps, deps = _load(plan_id)
+    if plan.status == Plan.Status.ACTIVE:
+        _refresh_ready(plan, steps, deps)
+    step = steps[step_id]
+    siblings = list(steps.values())
+    members = lockstep_members(step, siblings)
+
+    if action == "complete":
+        if step.status != Step.Status.CONVERGING:
+            raise TransitionRefused(
+                f"{step.key}: only a converging step completes (it is {step.status})"
+            )
+        waiting = targets_pending(step)
+        if waiting:
+            raise TransitionRefused(f"{step.key}: not converged in {', '.join(waiting)}")
+        _set_status(
+            step, Step.Status.DONE, actor=actor, reason=reason or "converged in every target"
+        )
+    else:
+        blocker = action_blockers(step, plan=plan, siblings=siblings, deps=deps)[action]
+        if blocker:
+            raise TransitionRefused(f"{step.key} cannot {action}: {blocker}")
+        if action in {"skip", "fail"} and not reason.strip():
+            raise InvalidInput(f"say why you {action} {step.key}")
+        if action == "start":
+            _start(step, members, actor, reason)
+        elif action == "advance":
+            if any(m.status != step.status for m in members):
+                raise TransitionRefused(
+                    f"{step.key} cannot advance: lockstep partners are at "
+                    + ", ".join(f"{m.key} {m.status}" for m in members)
+                )
+            to = (
+                Step.Status.VERIFYING
+                if step.status == Step.Status.RUNNING
+                else Step.Status.CONVERGING
+            )
+            for member in members:
+                _set_status(member, to, actor=actor, reason=reason)
+        elif action == "fail":
+            _set_status(step, Step.Status.FAILED, actor=actor, reason=reason)
+            for partner in members:
+                if partner.pk != step.pk and partner.status in Step.ACTIVE:
+                    _set_status(
+                        partner,
+                        Step.Status.FAILED,
+                        actor=actor,
+                        reason=f"halted: lockstep partner {step.key} failed",
+                    )
+        elif action == "revert":
+            for member in members:
+                if member.status in {*Step.ACTIVE, Step.Status.DONE, Step.Status.FAILED}:
+                    _revert(member, actor, reason)
+        elif action == "retry":
+            for member in members:
+                if member.status in {Step.Status.FAILED, Step.Status.REVERTED}:
+                    _set_status(member, Step.Status.READY, actor=actor, reason=reason)
+        elif action == "skip":
+            _set_status(step, Step.Status.SKIPPED, actor=actor, reason=reason)
+    for member in members:
+        # Targets may have confirmed while the step was still verifying.
+        _complete_if_converged(member, actor=None)
+    _refresh_ready(plan, steps, deps)
+    _complete_plan_if_finished(plan, steps)
+    plan_publish(plan=plan, event=f"step.{action}")
+    return step
+
+
+def _complete_if_converged(step: Step, *, actor: Any) -> None:
+    if step.status == Step.Status.CONVERGING and not targets_pending(step):
+        _set_status(step, Step.Status.DONE, actor=actor, reason="converged in every target")
+
+
+@transaction.atomic
+def plan_transition(
+    *, plan_id: int, action: str, actor: AbstractBaseUser | None, reason: str = ""
+) -> Plan:
+    """activate / pause / resume / kill. Killing or pausing starts nothing further."""
+    if action not in PLAN_ACTIONS:
+        raise InvalidInput(f"unknown plan action {action!r}; one of {', '.join(PLAN_ACTIONS)}")
+    if not Plan.objects.filter(pk=plan_id).exists():
+        raise InvalidInput(f"no plan with id {plan_id}")
+    plan, steps, deps = _load(plan_id)
+    if action == "resume" and plan.status != Plan.Status.PAUSED:
+        raise TransitionRefused(f"plan {plan.key} is {plan.status}, not paused")
+    if action in {"kill", "pause"} and not reason.strip():
+        raise InvalidInput(f"say why you {action} the plan")
+    _plan_set_status(plan, PLAN_ACTIONS[action], actor=actor, reason=reason)
+    if plan.status == Plan.Status.ACTIVE:
+        _refresh_ready(plan, steps, deps)
+    plan_publish(plan=plan, event=f"plan.{action}")
+    return plan
+
+
+@transaction.atomic
+def step_target_confirm(
+    *,
+    step_id: int,
+    target: str,
+    actor: AbstractBaseUser | None,
+    source: str,
+    evidence: dict | None = None,
+) -> StepTarget:
+    """A person or a webhook confirms a non-flag step reached one target. Idempotent per target."""
+    plan_id = Step.objects.filter(pk=step_id).values_list("plan_id", flat=True).first()
+    if plan_id is None:
+        raise InvalidInput(f"no step with id {step_id}")
+    plan, steps, deps = _load(plan_id)
+    step = steps[step_id]
+    row = (
+        StepTarget.objects.select_for_update(of=("self",))
+        .filter(step=step, target__name=target)
+        .select_related("target")
+        .first()
+    )
+    if row is None:
+        raise InvalidInput(f"{step.key} has no target {target!r}")
+    if step.status not in {Step.Status.RUNNING, Step.Status.VERIFYING, Step.Status.CONVERGING}:
+        raise TransitionRefused(f"{step.key} is {step.status}: only an active step converges")
+    if row.state == StepTarget.State.CONVERGED:
+        return row
+    row.state, row.converged_at = StepTarget.State.CONVERGED, timezone.now()
+    row.confirmed_by = (actor.get_username() if actor else source)[:150]
+    row.save(update_fields=["state", "converged_at", "confirmed_by"])
+    took = (row.converged_at - step.started_at).total_seconds() if step.started_at else None
+    ledger_append(
+        action="step.target_converged",
+        subject=step,
+        actor=actor,
+        actor_label=None if actor else source,
+        payload={
+            "step": step.key,
+            "target": target,
+            "source": source,
+            "seconds_since_start": took,
+            **(evidence or {}),
+        },
+        plan_id=plan.pk,
+        step_id=step.pk,
+    )
+    _complete_if_converged(step, actor=None)
+    _refresh_ready(plan, steps, deps)
+    _complete_plan_if_finished(plan, steps)
+    plan_publish(plan=plan, event="step.target_converged")
+    return row

@@ -1,0 +1,88 @@
+import pytest
+from playwright.sync_api import expect
+
+from tests.browser.conftest import login, screenshot
+
+pytestmark = pytest.mark.browser
+PLAN = "/plans/identity-migration/"
+
+
+def _step_row(page, key: str):
+    return page.locator(f"#step-{key}")
+
+
+def test_plan_flow__out_of_order_refused_then_converged_step_by_step_and_watched_live(new_page):
+    tpm, watcher = new_page(), new_page()
+    login(watcher, "viewer")
+    watcher.goto(PLAN)
+    expect(watcher.locator("#live-status")).to_have_attribute("data-state", "live")
+    expect(watcher.locator("#step-login-5 .step-actions")).to_be_hidden()  # viewers get no buttons
+
+    login(tpm, "tpm")
+    tpm.goto(PLAN)
+    expect(tpm.locator("#live-status")).to_have_attribute("data-state", "live")
+    start_login_5 = _step_row(tpm, "login-5").locator("button[data-action=start]")
+    expect(start_login_5).to_be_disabled()
+    expect(tpm.get_by_test_id("why-login-5")).to_contain_text("waits for")
+    # Force the click anyway, as a stale page or a second tab would: the server says why.
+    start_login_5.evaluate("b => b.disabled = false")
+    start_login_5.click()
+    expect(tpm.get_by_test_id("action-error")).to_contain_text("login-5 cannot start: waits for")
+    expect(tpm.get_by_test_id("status-login-5")).to_have_text("pending")
+    screenshot(tpm, "plan-refused-out-of-order")
+
+    # The lagging region converges: confirmed by a person on the step page.
+    tpm.goto(PLAN + "steps/gateway-policy/")
+    tpm.get_by_role("button", name="Confirm ap-south").click()
+    tpm.goto(PLAN)
+    expect(watcher.get_by_test_id("status-gateway-policy")).to_have_text("done")
+
+    # The backfill advances to converging and converges in every region.
+    _step_row(tpm, "sessions-backfill").locator("button[data-action=advance]").click()
+    expect(watcher.get_by_test_id("status-sessions-backfill")).to_have_text("converging")
+    tpm.goto(PLAN + "steps/sessions-backfill/")
+    for region in ("ap-south", "eu-west", "us-east"):
+        tpm.get_by_role("button", name=f"Confirm {region}").click()
+        expect(tpm.get_by_test_id(f"target-{region}")).to_contain_text("converged")
+    expect(watcher.get_by_test_id("status-sessions-backfill")).to_have_text("done")
+    expect(watcher.get_by_test_id("status-login-5")).to_have_text("ready")
+
+    tpm.goto(PLAN)
+    _step_row(tpm, "login-5").locator("button[data-action=start]").click()
+    expect(watcher.get_by_test_id("status-login-5")).to_have_text("running")
+    expect(tpm.get_by_test_id("status-login-5")).to_have_text("running")
+    screenshot(watcher, "plan-watched-live")
+
+    tpm.goto("/flags/")
+    expect(tpm.locator("#flag-new-login [data-testid=flag-state]")).to_contain_text("5%")
+
+
+def test_flag_revert__commander_reverts_on_the_board__second_browser_sees_it_live(new_page):
+    watcher, commander = new_page(), new_page()
+    login(watcher, "viewer")
+    watcher.goto("/flags/")
+    expect(watcher.locator("#live-status")).to_have_attribute("data-state", "live")
+    row = watcher.locator("#flag-checkout-v2")
+    expect(row.get_by_test_id("flag-state")).to_contain_text("50%")
+    before = int(row.get_by_test_id("flag-version").inner_text().lstrip("v"))
+
+    login(commander, "commander")
+    commander.goto("/flags/")
+    commander.on("dialog", lambda dialog: dialog.accept())
+    commander.get_by_test_id("revert-checkout-v2").click()
+    expect(commander.get_by_test_id("action-ok")).to_contain_text("checkout-v2 reverted")
+
+    expect(row.get_by_test_id("flag-version")).to_have_text(f"v{before + 1}", timeout=5_000)
+    expect(row.get_by_test_id("flag-state")).to_contain_text("off")
+    screenshot(watcher, "flags-board-after-revert")
+
+    # A second click from a page that still shows the old version is refused, naming who reverted.
+    stale = new_page()
+    login(stale, "tpm")
+    stale.goto("/flags/")
+    stale.evaluate(
+        f"document.querySelector('#flag-checkout-v2 input[name=seen_version]').value = '{before}'"
+    )
+    stale.on("dialog", lambda dialog: dialog.accept())
+    stale.get_by_test_id("revert-checkout-v2").click()
+    expect(stale.get_by_test_id("action-error")).to_contain_text("changed by commander")

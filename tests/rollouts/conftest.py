@@ -1,0 +1,54 @@
+from collections.abc import Callable
+
+import pytest
+
+from rollouts.models import Plan, Step, StepTarget, Target
+from rollouts.services.flags import flag_create
+
+VERIFIED = {
+    "pass_condition": "error_rate < 0.01",
+    "fail_condition": "error_rate > 0.02",
+    "on_fail": "pause_plan",
+}
+
+
+@pytest.fixture
+def make_plan(db) -> Callable[..., Plan]:
+    """`make_plan([{"key": "a"}, {"key": "b", "deps": ["a"], "targets": ["eu"]}], status="active")`.
+    Rows are written directly: this is test setup, not a state change under test."""
+
+    def make(steps: list[dict], *, status: str = "active", key: str = "p") -> Plan:
+        plan = Plan.objects.create(key=key, name=key.upper(), owner="platform", status=status)
+        made: dict[str, Step] = {}
+        for position, spec in enumerate(steps, start=1):
+            flag = None
+            if spec.get("flag"):
+                from rollouts.models import Flag
+
+                flag = Flag.objects.filter(key=spec["flag"]).first() or flag_create(
+                    key=spec["flag"], description="", kind="release", owner="web", actor=None
+                )
+            fields = {} if spec.get("unverified") else VERIFIED
+            step = Step.objects.create(
+                plan=plan,
+                key=spec["key"],
+                title=spec["key"],
+                owner_team=spec.get("team", "platform"),
+                kind=spec.get("kind", "flag_ramp" if flag else "manual"),
+                position=position,
+                lockstep_group=spec.get("lockstep", ""),
+                service=spec.get("service", ""),
+                flag=flag,
+                flag_percentage=spec.get("percentage"),
+                status=spec.get("status", "pending"),
+                **fields,
+            )
+            for name in spec.get("targets", []):
+                StepTarget.objects.create(
+                    step=step, target=Target.objects.get_or_create(name=name)[0]
+                )
+            step.depends_on.set([made[d] for d in spec.get("deps", [])])
+            made[spec["key"]] = step
+        return plan
+
+    return make
