@@ -4,6 +4,7 @@ flag configuration revision that the step's flag version took effect at."""
 from django.db import transaction
 
 from rollouts.models import FlagConsumer, Step, StepTarget
+from rollouts.publish import plan_publish
 from rollouts.services.steps import step_target_confirm
 
 
@@ -24,13 +25,13 @@ def flag_consumers_converged(*, consumer_id: int) -> list[StepTarget]:
         state=StepTarget.State.PENDING,
         step__kind=Step.Kind.FLAG_RAMP,
         step__status__in=Step.ACTIVE,
-    ).select_related("step")
+    ).select_related("step__plan")
     for row in pending:
         revision = flag_step_revision(row.step)
         if revision is None:
             continue
         peers = FlagConsumer.objects.filter(target=consumer.target)
-        if peers.exists() and not peers.filter(held_revision__lt=revision).exists():
+        if not peers.filter(held_revision__lt=revision).exists():
             with transaction.atomic():
                 confirmed.append(
                     step_target_confirm(
@@ -44,4 +45,7 @@ def flag_consumers_converged(*, consumer_id: int) -> list[StepTarget]:
                         },
                     )
                 )
+        else:
+            # Partial progress: the step page shows each consumer catching up, so push it too.
+            plan_publish(plan=row.step.plan, event="flag_consumer.fetched")
     return confirmed
