@@ -184,6 +184,13 @@ def flag_version_create(
     return version
 
 
+def _flag_lock(flag_key: str) -> Flag:
+    flag = Flag.objects.select_for_update().filter(key=flag_key).first()
+    if flag is None:
+        raise InvalidInput(f"no flag with key {flag_key!r}")
+    return flag
+
+
 @transaction.atomic
 def flag_create(
     *,
@@ -228,9 +235,7 @@ def flag_change(
     step: Step | None = None,
 ) -> FlagVersion:
     """Apply `changes` on top of the current version as a new version."""
-    flag = Flag.objects.select_for_update().filter(key=flag_key).first()
-    if flag is None:
-        raise InvalidInput(f"no flag with key {flag_key!r}")
+    flag = _flag_lock(flag_key)
     unknown = set(changes) - {
         "enabled",
         "rollout_percentage",
@@ -260,9 +265,7 @@ def flag_restore(
     step: Step | None = None,
 ) -> FlagVersion:
     """Make an earlier version current again, as a new version. Ledger: flag.restored."""
-    flag = Flag.objects.select_for_update().filter(key=flag_key).first()
-    if flag is None:
-        raise InvalidInput(f"no flag with key {flag_key!r}")
+    flag = _flag_lock(flag_key)
     earlier = flag.versions.filter(number=version_number).first()
     if earlier is None:
         raise InvalidInput(f"{flag_key} has no version {version_number}")
@@ -289,9 +292,7 @@ def flag_revert(
     `seen_version` is the version the person was looking at: when several people click at once,
     the first wins and the others are refused with who reverted, instead of reverting twice.
     """
-    flag = Flag.objects.select_for_update().filter(key=flag_key).first()
-    if flag is None:
-        raise InvalidInput(f"no flag with key {flag_key!r}")
+    flag = _flag_lock(flag_key)
     current = flag.current
     if current.number != seen_version:
         who = current.author.get_username() if current.author else "the system"
