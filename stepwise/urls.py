@@ -10,6 +10,7 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
     path("", include("ledger.urls")),
+    path("", include("signals.urls")),
     path("", include("rollouts.urls")),
     path("ofrep/", include("rollouts.ofrep_urls")),
     path("", include("stepwise.sections")),
