@@ -42,6 +42,11 @@ class ApiTokenMiddleware:
 class LoginOrTokenRequiredMiddleware(LoginRequiredMiddleware):
     """Pages redirect to the login form; APIs answer 401 with a JSON reason instead."""
 
+    # Sync-only on purpose: it is the innermost middleware, so the whole stack runs in one
+    # thread instead of hopping between thread and event loop around each async-capable
+    # MiddlewareMixin (each such hop costs a sync_to_async round trip; bench/RESULTS.md).
+    async_capable = False
+
     def handle_no_permission(self, request: HttpRequest, view_func: Callable) -> HttpResponse:
         if request.path.startswith(API_PREFIXES):
             return JsonResponse(

@@ -2,7 +2,7 @@ import hashlib
 import secrets
 from datetime import timedelta
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import AbstractBaseUser, Permission
 from django.db import transaction
 from django.utils import timezone
 
@@ -87,8 +87,32 @@ def api_token_revoke(*, token_id: int, actor: AbstractBaseUser | None = None) ->
     return token
 
 
+def _permissions_load(user: AbstractBaseUser) -> None:
+    """Fill ModelBackend's per-object permission cache with one query instead of its two.
+
+    The cache lives on this request's user object only, so a permission taken away is refused
+    on the next request, as without it. Superusers are left alone: has_perm never asks them.
+    """
+    if user.is_superuser:
+        return
+    fields = ("content_type__app_label", "codename")
+    # order_by(): Permission's default ordering is not allowed inside a UNION on SQLite.
+    rows = (
+        Permission.objects.filter(user=user)
+        .order_by()
+        .values_list(*fields)
+        .union(Permission.objects.filter(group__user=user).order_by().values_list(*fields))
+    )
+    # The name and format ModelBackend.get_all_permissions() reads: {"app_label.codename"}.
+    user._perm_cache = {f"{app_label}.{codename}" for app_label, codename in rows}
+
+
 def api_token_authenticate(*, raw: str) -> ApiToken | None:
-    """The usable token for a presented secret, or None. Touches last_used_at at most once a minute."""
+    """The usable token for a presented secret, or None; token.user has its permissions loaded.
+
+    Nothing is cached across requests: a revoked token is refused on the very next request.
+    Touches last_used_at at most once a minute.
+    """
     if not raw.startswith(TOKEN_PREFIX):
         return None
     token = ApiToken.objects.select_related("user").filter(digest=_digest(raw)).first()
@@ -97,4 +121,5 @@ def api_token_authenticate(*, raw: str) -> ApiToken | None:
         return None
     if token.last_used_at is None or now - token.last_used_at > _LAST_USED_RESOLUTION:
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+    _permissions_load(token.user)
     return token

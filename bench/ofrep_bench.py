@@ -8,7 +8,7 @@ registered as a flag consumer; then `wrk -t2 -c32 -d15s --latency` on three path
 - single: POST /ofrep/v1/evaluate/flags/{key}, a new targetingKey on every request
 - 304:    POST /ofrep/v1/evaluate/flags with If-None-Match of the current ETag
 
-Usage: python bench/ofrep_bench.py [--duration 15s] [--app stepwise.asgi:application]
+Usage: python bench/ofrep_bench.py [--duration 15s] [--verbose]   (or: make bench)
 """
 
 import argparse
@@ -35,6 +35,8 @@ FLAGS = 20
 SEED = """
 import json
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from accounts.roles import roles_sync
 from accounts.services import api_token_create
 from rollouts.models import Target
 from rollouts.services.consumers import flag_consumer_register
@@ -47,7 +49,10 @@ for i in range(%(flags)d):
     if i %% 4 == 0:
         changes["rules"] = [{"attribute": "country", "op": "in", "values": ["BE"], "variant": "on"}]
     flag_change(flag_key=key, changes=changes, actor=None, reason="bench", source="api")
-user = get_user_model().objects.get(username="viewer")
+# Not seed_demo: its demo flags would change how many flags a bulk answer carries.
+roles_sync()
+user = get_user_model().objects.create_user(username="bench")
+user.groups.set([Group.objects.get(name="viewer")])
 token, raw = api_token_create(user=user, name="bench", scopes=["flags:evaluate"])
 target, _ = Target.objects.get_or_create(name="bench")  # no Target service exists yet
 flag_consumer_register(name="bench", token=token, target=target, actor=None)
@@ -198,9 +203,7 @@ def _wrk(base: str, script: Path, duration: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--duration", default="15s")
-    parser.add_argument("--app", default="stepwise.asgi:application")
     parser.add_argument("--workers", default="2")
-    parser.add_argument("--settings", default="", help="DJANGO_SETTINGS_MODULE (bench variants)")
     parser.add_argument("--verbose", action="store_true", help="print wrk's own output too")
     args = parser.parse_args()
     if not shutil.which("wrk"):
@@ -219,14 +222,11 @@ def main() -> None:
         "STEPWISE_VAR_DIR": str(work / "var"),
         "STEPWISE_LOG_LEVEL": "WARNING",
     }
-    if args.settings:
-        env["DJANGO_SETTINGS_MODULE"] = args.settings
     _psql(f'CREATE DATABASE "{database}"')
     process = None
     try:
         _manage(env, "migrate", "--noinput")
         _manage(env, "collectstatic", "--noinput")
-        _manage(env, "seed_demo")
         token = json.loads(_manage(env, "shell", "-c", SEED % {"flags": FLAGS}).splitlines()[-1])[
             "token"
         ]
@@ -237,7 +237,7 @@ def main() -> None:
         with log.open("w") as out:
             process = subprocess.Popen(
                 [
-                    sys.executable, "-m", "uvicorn", args.app,
+                    sys.executable, "-m", "uvicorn", "stepwise.asgi:application",
                     "--host", "127.0.0.1", "--port", str(port),
                     "--workers", args.workers, "--no-access-log", "--log-level", "warning",
                 ],
@@ -268,7 +268,9 @@ def main() -> None:
             scripts[name] = script
 
         _wrk(base, scripts["bulk"], "3s")  # warm-up: connections, compiled config
-        print(f"OFREP bench: {FLAGS} flags, 2 uvicorn workers, wrk -t2 -c32 -d{args.duration}")
+        print(
+            f"OFREP bench: {FLAGS} flags, {args.workers} uvicorn workers, wrk -t2 -c32 -d{args.duration}"
+        )
         print(f"{'path':<8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'requests':>9}  problems")
         results = {}
         for name, script in scripts.items():

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
+from django.db import connection
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
@@ -45,8 +46,16 @@ def config_cache_clear() -> None:
     _config = FlagConfig(revision=-1, flags={})
 
 
+_REVISION_SQL = f"SELECT revision FROM {FlagConfigRevision._meta.db_table} WHERE id = 1"
+
+
 def _revision() -> int:
-    return FlagConfigRevision.objects.filter(pk=1).values_list("revision", flat=True).first() or 0
+    # Read on every request, so never cached; a fixed statement skips the ORM's per-call
+    # compilation, which cost more than the query itself (bench/RESULTS.md).
+    with connection.cursor() as cursor:
+        cursor.execute(_REVISION_SQL)
+        row = cursor.fetchone()
+    return row[0] if row else 0
 
 
 def _compile_at(revision: int) -> FlagConfig:

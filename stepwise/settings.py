@@ -98,6 +98,12 @@ if DATABASE_URL:
         DATABASES["default"].setdefault("OPTIONS", {}).update(
             {
                 "connect_timeout": 5,
+                # Server-side binding lets psycopg prepare a statement after its 5th run on a
+                # pooled connection; the token and permission joins spent more time in
+                # PostgreSQL's planner than executing (bench/RESULTS.md). Not behind PgBouncer
+                # in transaction mode, which cannot keep prepared statements.
+                "server_side_binding": True,
+                "prepare_threshold": 5,
                 "pool": {
                     "min_size": 1,
                     "max_size": int(os.environ.get("STEPWISE_DB_POOL_MAX", "16")),

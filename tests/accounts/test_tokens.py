@@ -120,3 +120,18 @@ def test_api_ledger_verify__tampered__409_naming_entry(client, role_user):
     response = client.get("/api/ledger/verify")
     assert response.status_code == 409
     assert response.json()["first_break"]["seq"] == 1
+
+
+def test_api_token__role_taken_away__refused_on_the_next_request(client, role_user):
+    from django.contrib.auth.models import Group
+
+    user = role_user("viewer")
+    _, raw = api_token_create(user=user, name="dash", scopes=["ledger:read"])
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {raw}"}
+    assert client.get("/api/ledger", **auth).status_code == 200
+    user.groups.remove(Group.objects.get(name="viewer"))
+    response = client.get("/api/ledger", **auth)
+    assert (
+        response.status_code == 403
+        and "lacks permission ledger.view_ledgerentry" in response.json()["error"]
+    )
