@@ -236,3 +236,19 @@ def test_api_step_action__out_of_order__409_json_reason(client, role_user, progr
         HTTP_AUTHORIZATION=f"Bearer {raw}",
     )
     assert missing.status_code == 404
+
+
+def test_flag_detail__history__diffs_shown_as_json(client, role_user, program):
+    from rollouts.services.flags import flag_change
+
+    flag_change(
+        flag_key="new-login",
+        changes={"enabled": True, "rollout_percentage": 5},
+        actor=None,
+        reason="ramp",
+        source="api",
+    )
+    client.force_login(role_user("viewer"))
+    html = client.get("/flags/new-login/").content.decode()
+    assert '<span class="before">false</span> → <span class="after">true</span>' in html
+    assert '<span class="after">{&quot;on&quot;: true, &quot;off&quot;: false}</span>' in html
