@@ -252,3 +252,34 @@ def test_flag_detail__history__diffs_shown_as_json(client, role_user, program):
     html = client.get("/flags/new-login/").content.decode()
     assert '<span class="before">false</span> → <span class="after">true</span>' in html
     assert '<span class="after">{&quot;on&quot;: true, &quot;off&quot;: false}</span>' in html
+
+
+def test_deviation_reconcile__accept_with_reason__closed_and_recorded_viewer_refused(
+    client, role_user, program
+):
+    from rollouts.services.flags import flag_change
+
+    flag_change(
+        flag_key="new-login", changes={"enabled": True}, actor=None, reason="by hand", source="api"
+    )
+    deviation = Deviation.objects.get()
+    url = f"/plans/identity/deviations/{deviation.pk}/reconcile"
+    client.force_login(role_user("viewer"))
+    assert client.post(url, {"decision": "accept", "reason": "fine"}).status_code == 403
+    client.force_login(role_user("tpm"))
+    missing = client.post(url, {"decision": "accept", "reason": ""}, HTTP_HX_REQUEST="true")
+    assert missing.status_code == 400 and Deviation.objects.get().status == "open"
+    ok = client.post(
+        url,
+        {"decision": "accept", "reason": "smoke test agreed with the team"},
+        HTTP_HX_REQUEST="true",
+    )
+    assert ok.status_code == 200
+    deviation.refresh_from_db()
+    assert (
+        deviation.status == "accepted"
+        and deviation.resolution_reason == "smoke test agreed with the team"
+    )
+    assert LedgerEntry.objects.filter(action="deviation.accepted", plan_id=program.pk).exists()
+    again = client.post(url, {"decision": "revert", "reason": "x"}, HTTP_HX_REQUEST="true")
+    assert again.status_code == 409 and b"already accepted by" in again.content
