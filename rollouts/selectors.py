@@ -36,11 +36,12 @@ class StepRow:
         ]
 
 
-def _deps(plan: Plan) -> dict[int, list[int]]:
+def _deps(*plans: Plan) -> dict[int, list[int]]:
+    """Step id -> ids it depends on, for all steps of `plans`, in one query."""
     deps: dict[int, list[int]] = defaultdict(list)
-    for from_id, to_id in Step.depends_on.through.objects.filter(from_step__plan=plan).values_list(
-        "from_step_id", "to_step_id"
-    ):
+    for from_id, to_id in Step.depends_on.through.objects.filter(
+        from_step__plan__in=plans
+    ).values_list("from_step_id", "to_step_id"):
         deps[from_id].append(to_id)
     return deps
 
@@ -54,6 +55,14 @@ def plan_steps(plan: Plan) -> tuple[list[Step], dict[int, list[int]]]:
         .order_by("position")
     )
     return steps, _deps(plan)
+
+
+def step_blockers(*, step: Step) -> dict[str, str | None]:
+    """Why each action on one step is refused now (the step page), without rendering the plan."""
+    steps, deps = plan_steps(step.plan)
+    return action_blockers(
+        next(s for s in steps if s.pk == step.pk), plan=step.plan, siblings=steps, deps=deps
+    )
 
 
 def plan_live_context(*, plan_id: int) -> dict[str, Any]:
@@ -126,6 +135,7 @@ def portfolio(*, team: str = "", status: str = "") -> list[dict[str, Any]]:
     if status:
         plans = plans.filter(status=status)
     plans = list(plans)
+    all_deps = _deps(*plans)
     steps_by_plan: dict[int, list[Step]] = defaultdict(list)
     for step in Step.objects.filter(plan__in=plans).order_by("position"):
         steps_by_plan[step.plan_id].append(step)
@@ -141,7 +151,7 @@ def portfolio(*, team: str = "", status: str = "") -> list[dict[str, Any]]:
             (s for s in steps if s.status in {Step.Status.PENDING, Step.Status.READY}), None
         )
         blocker = (
-            start_blocker(waiting, plan=plan, siblings=steps, deps=_deps(plan)) if waiting else None
+            start_blocker(waiting, plan=plan, siblings=steps, deps=all_deps) if waiting else None
         )
         rows.append(
             {

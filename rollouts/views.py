@@ -139,8 +139,7 @@ def step_confirm_target(request: HttpRequest, key: str, step_key: str) -> HttpRe
 def step_detail(request: HttpRequest, key: str, step_key: str) -> HttpResponse:
     context = selectors.step_page(plan_key=key, step_key=step_key)
     plan = context["plan"]
-    rows = selectors.plan_live_context(plan_id=plan.pk)["rows"]
-    context["blockers"] = next(r.blockers for r in rows if r.step.pk == context["step"].pk)
+    context["blockers"] = selectors.step_blockers(step=context["step"])
     context["can_manage"] = request.user.has_perm("rollouts.manage_plan")
     context["live_streams"] = live_streams(plan.stream)
     # The page re-fetches its convergence section whenever its plan's stream pushes anything.

@@ -19,18 +19,18 @@ def flag_consumers_converged(*, consumer_id: int) -> list[StepTarget]:
     consumer = FlagConsumer.objects.select_related("target").filter(pk=consumer_id).first()
     if consumer is None:
         return []
-    confirmed = []
+    confirmed, progressed = [], {}
     pending = StepTarget.objects.filter(
         target=consumer.target,
         state=StepTarget.State.PENDING,
         step__kind=Step.Kind.FLAG_RAMP,
         step__status__in=Step.ACTIVE,
     ).select_related("step__plan")
+    peers = FlagConsumer.objects.filter(target=consumer.target)
     for row in pending:
         revision = flag_step_revision(row.step)
         if revision is None:
             continue
-        peers = FlagConsumer.objects.filter(target=consumer.target)
         if not peers.filter(held_revision__lt=revision).exists():
             with transaction.atomic():
                 confirmed.append(
@@ -46,6 +46,8 @@ def flag_consumers_converged(*, consumer_id: int) -> list[StepTarget]:
                     )
                 )
         else:
-            # Partial progress: the step page shows each consumer catching up, so push it too.
-            plan_publish(plan=row.step.plan, event="flag_consumer.fetched")
+            progressed[row.step.plan_id] = row.step.plan
+    # Partial progress: the step page shows each consumer catching up, so push each plan once.
+    for plan in progressed.values():
+        plan_publish(plan=plan, event="flag_consumer.fetched")
     return confirmed
