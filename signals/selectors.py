@@ -227,3 +227,15 @@ def metric_query(
         series=len(series),
         reason=reason,
     )
+
+
+def metric_values(
+    *, name: str, matchers: dict[str, str] | None = None, window_seconds: float, at: datetime
+) -> list[float]:
+    """Every sample value of the matched series in (at - window_seconds, at]: a distribution."""
+    if not (0 < window_seconds <= MAX_WINDOW_SECONDS):
+        raise QueryInvalid(f"the window must be between 0 and {MAX_WINDOW_SECONDS} seconds")
+    series = _series_in_window(
+        name=name, matchers=matchers or {}, start=at - timedelta(seconds=window_seconds), end=at
+    )
+    return [value for points in series.values() for _, value in points]

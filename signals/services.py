@@ -4,6 +4,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import django.dispatch
 from django.db import transaction
 from django.utils import timezone
 
@@ -14,6 +15,10 @@ MAX_FUTURE = timedelta(minutes=5)
 MAX_LABEL_KEY = 1_000
 METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+
+
+# Sent after a batch commits, with the metric names it held (`metrics`).
+samples_ingested = django.dispatch.Signal()
 
 
 class IngestTooLarge(ValueError):
@@ -145,6 +150,8 @@ def samples_ingest(*, payload: Any, now: datetime | None = None) -> int:
     """
     rows = sample_batch_parse(payload=payload, now=now)
     Sample.objects.bulk_create(rows, batch_size=1_000)
+    metrics = {row.name for row in rows}
+    transaction.on_commit(lambda: samples_ingested.send(sender=Sample, metrics=metrics))
     return len(rows)
 
 

@@ -1,6 +1,6 @@
 """Which real services this run has. Under CI (STEPWISE_REQUIRE_SERVICES=1) a missing PostgreSQL,
-Redis or Chromium fails the run at once; on a laptop the tests that need them are skipped, and
-the reason is printed in the summary (pytest -ra)."""
+Redis, Chromium or Prometheus fails the run at once; on a laptop the tests that need them are
+skipped, and the reason is printed in the summary (pytest -ra)."""
 
 import os
 import shutil
@@ -12,6 +12,7 @@ from django.conf import settings
 
 REQUIRE_SERVICES = os.environ.get("STEPWISE_REQUIRE_SERVICES") == "1"
 CHROMIUM = "/usr/bin/chromium"
+PROMETHEUS = "/usr/bin/prometheus"
 
 
 def _reachable(url: str, default_port: int) -> str | None:
@@ -45,10 +46,19 @@ def _chromium_problem() -> str | None:
     )
 
 
+def _prometheus_problem() -> str | None:
+    return (
+        None
+        if shutil.which(PROMETHEUS)
+        else f"{PROMETHEUS} not found: install Debian's prometheus to run the Prometheus client tests"
+    )
+
+
 PROBLEMS = {
     "postgres": _postgres_problem(),
     "redis": _redis_problem(),
     "browser": _chromium_problem(),
+    "prometheus": _prometheus_problem(),
 }
 
 
