@@ -9,3 +9,6 @@ class RolloutsConfig(AppConfig):
 
         stream_kind_register(kind="plan", permission="rollouts.view_plan")
         stream_kind_register(kind="flags", permission="rollouts.view_flag")
+        stream_kind_register(kind="step", permission="rollouts.view_plan")
+
+        from rollouts import receivers  # noqa: F401  (connects signal receivers)

@@ -1,12 +1,17 @@
 """Plotly figures from selector output. Pure: data in, figure out."""
 
 import itertools
+import math
 from collections import defaultdict
+from collections.abc import Sequence
 
+import numpy as np
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from rollouts.graph import critical_path, topological_order
 from rollouts.models import Step
+from signals.canary import CanaryJudgement, MetricVerdict
 
 STATUS_COLORS = {
     "pending": "#9aa4b2",
@@ -119,4 +124,118 @@ def figure_html(fig: go.Figure, *, div_id: str) -> str:
         include_plotlyjs=False,
         div_id=div_id,
         config={"displayModeBar": False, "responsive": True},
+    )
+
+
+CANARY_MAX_PANELS = 6
+CANARY_POINTS_LIMIT = 500  # above this, draw box statistics only: dots would be noise and bytes
+CANARY_COLORS = {"baseline": "#8a94a3", "canary": "#1f4e8c", "failed": "#b42318"}
+CANARY_VERDICT_COLORS = {"pass": "#1d7a3a", "marginal": "#9a6200", "fail": "#b42318"}
+
+
+def canary_chart(
+    judgement: CanaryJudgement,
+    distributions: dict[str, tuple[Sequence[float], Sequence[float]]],
+    *,
+    div_id: str = "canary-chart",
+) -> str:
+    """Baseline vs canary box plots, one panel per metric (failed metrics first, at most six), each
+    titled with its verdict; the canary box is red where the metric failed. `distributions` maps a
+    metric name to `(baseline_values, canary_values)`, the order `canary_judge` takes them in."""
+    shown = sorted(judgement.metrics, key=lambda m: not m.failed)[:CANARY_MAX_PANELS]
+    cols = 1 if len(shown) == 1 else 2
+    rows = max(1, math.ceil(len(shown) / cols))
+    fig = make_subplots(
+        rows=rows,
+        cols=cols,
+        subplot_titles=[_canary_panel_title(m) for m in shown],
+        horizontal_spacing=0.12,
+        # a fixed ~105 px between rows leaves room for two-line tick labels and the next title
+        vertical_spacing=105 / (110 + 270 * rows) if rows > 1 else 0.1,
+    )
+    for i, metric in enumerate(shown):
+        baseline, canary = distributions.get(metric.name, ((), ()))
+        canary_color = CANARY_COLORS["failed" if metric.failed else "canary"]
+        for label, values, color in (
+            ("baseline", baseline, CANARY_COLORS["baseline"]),
+            ("canary", canary, canary_color),
+        ):
+            fig.add_trace(
+                _canary_box(label=label, values=values, color=color),
+                row=i // cols + 1,
+                col=i % cols + 1,
+            )
+    for annotation, metric in zip(fig.layout.annotations, shown, strict=True):
+        if metric.failed:
+            color = CANARY_COLORS["failed"]
+        elif metric.classification == "nodata":
+            color = "#5b6472"
+        else:
+            color = "#1b1f24"
+        annotation.font = {"size": 13, "color": color}
+    title = f"Canary score {judgement.score:.0f} / 100 — {judgement.verdict.upper()}"
+    if len(shown) < len(judgement.metrics):
+        title += f"  (showing {len(shown)} of {len(judgement.metrics)} metrics, failed first)"
+    fig.update_layout(
+        title={
+            "text": title,
+            "x": 0,
+            "xref": "paper",
+            "xanchor": "left",
+            "font": {"size": 16, "color": CANARY_VERDICT_COLORS.get(judgement.verdict, "#1b1f24")},
+        },
+        height=110 + 270 * rows,
+        margin={"l": 60, "r": 20, "t": 90, "b": 40},
+        plot_bgcolor="#fff",
+        paper_bgcolor="#fff",
+        showlegend=False,
+    )
+    fig.update_yaxes(showgrid=True, gridcolor="#eef0f3", zeroline=False)
+    return figure_html(fig, div_id=div_id)
+
+
+def _canary_panel_title(metric: MetricVerdict) -> str:
+    if metric.classification == "nodata":
+        return (
+            f"{metric.name} — NO DATA ({metric.canary_count} canary / "
+            f"{metric.baseline_count} baseline values)"
+        )
+    p = metric.p_value if metric.p_value is not None else 1.0
+    p_text = "p<0.0001" if p < 0.0001 else f"p={p:.2g}"
+    if metric.relative_shift is not None:
+        shift = f"{100 * metric.relative_shift:+.0f} %"
+    else:
+        shift = f"{metric.shift or 0.0:+.3g} abs"
+    return f"{metric.name} — {metric.classification.upper()} ({p_text}, {shift})"
+
+
+def _canary_box(*, label: str, values: Sequence[float], color: str) -> go.Box:
+    data = np.asarray(values, dtype=float).ravel()
+    data = data[np.isfinite(data)]
+    category = f"{label}<br>n={data.size:,}"
+    if data.size <= CANARY_POINTS_LIMIT:
+        return go.Box(
+            x=[category] * data.size,
+            y=data,
+            boxpoints="all",
+            jitter=0.45,
+            pointpos=0,
+            marker={"color": color, "size": 4, "opacity": 0.45},
+            line={"color": color},
+            name=label,
+        )
+    # Precomputed statistics (the same linear quartiles plotly.js uses) keep a 10k-sample page small.
+    q1, median, q3 = np.percentile(data, [25, 50, 75])
+    iqr = q3 - q1
+    return go.Box(
+        x=[category],
+        q1=[q1],
+        median=[median],
+        q3=[q3],
+        lowerfence=[data[data >= q1 - 1.5 * iqr].min()],
+        upperfence=[data[data <= q3 + 1.5 * iqr].max()],
+        boxpoints=False,
+        marker={"color": color},
+        line={"color": color},
+        name=label,
     )

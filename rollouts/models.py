@@ -247,6 +247,34 @@ class Step(models.Model):
         blank=True,
         validators=[MinValueValidator(0), MaxValueValidator(100)],
     )
+    measurements = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="measurement name -> query (signals.measurements plan-file form)",
+    )
+    # Argo Rollouts analysis semantics; Argo's defaults where it has them.
+    verify_interval_seconds = models.PositiveIntegerField(
+        default=60, validators=[MinValueValidator(1)]
+    )
+    verify_count = models.PositiveIntegerField(
+        default=3,
+        validators=[MinValueValidator(1)],
+        help_text="evaluations that make a successful verification",
+    )
+    verify_initial_delay_seconds = models.PositiveIntegerField(default=0)
+    failure_limit = models.PositiveIntegerField(
+        default=0, help_text="failed evaluations tolerated; one more fails the verification"
+    )
+    consecutive_error_limit = models.PositiveIntegerField(default=4)
+    inconclusive_limit = models.PositiveIntegerField(default=0)
+    canary = models.JSONField(
+        default=dict, blank=True, help_text="canary check: metrics compared canary vs baseline"
+    )
+    convergence = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="per-target convergence predicate: a measurement with {target} and a condition",
+    )
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     targets = models.ManyToManyField(Target, through="StepTarget", related_name="steps")
@@ -265,7 +293,12 @@ class Step(models.Model):
 
     @property
     def has_verification(self) -> bool:
-        return bool(self.pass_condition.strip() and self.fail_condition.strip() and self.on_fail)
+        return bool(
+            self.pass_condition.strip()
+            and self.fail_condition.strip()
+            and self.on_fail
+            and self.measurements
+        )
 
 
 class StepTarget(models.Model):
@@ -281,6 +314,9 @@ class StepTarget(models.Model):
     state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
     converged_at = models.DateTimeField(null=True, blank=True)
     confirmed_by = models.CharField(max_length=150, blank=True)
+    last_check = models.JSONField(
+        default=dict, blank=True, help_text="the convergence predicate's last reading here"
+    )
 
     class Meta:
         ordering = ["step", "target__name"]
@@ -351,3 +387,112 @@ class Deviation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()}: {self.summary}"
+
+
+class Verification(models.Model):
+    """One run of a step's verification (an Argo AnalysisRun). It keeps the exact conditions,
+    queries and limits it was started with, so a later edit of the step cannot rewrite history."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running"
+        SUCCESSFUL = "successful"
+        FAILED = "failed"
+        ERROR = "error"
+        INCONCLUSIVE = "inconclusive"
+        CANCELLED = "cancelled"
+
+    step = models.ForeignKey(Step, on_delete=models.CASCADE, related_name="verifications")
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.RUNNING)
+    pass_condition = models.TextField()
+    fail_condition = models.TextField()
+    measurements = models.JSONField(default=dict)
+    canary = models.JSONField(default=dict, blank=True)
+    on_fail = models.CharField(max_length=24, choices=Step.OnFail.choices)
+    on_fail_percentage = models.DecimalField(max_digits=5, decimal_places=2, null=True, blank=True)
+    interval_seconds = models.PositiveIntegerField()
+    count = models.PositiveIntegerField()
+    failure_limit = models.PositiveIntegerField()
+    consecutive_error_limit = models.PositiveIntegerField()
+    inconclusive_limit = models.PositiveIntegerField()
+    measured = models.PositiveIntegerField(default=0, help_text="evaluations recorded")
+    passed = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    errors = models.PositiveIntegerField(default=0)
+    consecutive_errors = models.PositiveIntegerField(default=0)
+    inconclusive = models.PositiveIntegerField(default=0)
+    next_due_at = models.DateTimeField(null=True, blank=True)
+    conclusion = models.CharField(max_length=500, blank=True)
+    concluded_by = models.OneToOneField(
+        "Evaluation", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    action = models.CharField(
+        max_length=300, blank=True, help_text="what the on-fail or fail-safe action did"
+    )
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-pk"]
+        indexes = [models.Index(fields=["status", "next_due_at"], name="verification_due")]
+
+    def __str__(self) -> str:
+        return f"verification {self.pk} of {self.step_id}: {self.status}"
+
+    @property
+    def stream(self) -> str:
+        return f"step:{self.step_id}"
+
+
+class Evaluation(models.Model):
+    """One evaluation of a verification: the numbers it saw, the queries that gave them, the verdict."""
+
+    class Outcome(models.TextChoices):
+        PASS = "pass"
+        FAIL = "fail"
+        INCONCLUSIVE = "inconclusive"
+        ERROR = "error"
+
+    class Trigger(models.TextChoices):
+        INTERVAL = "interval"
+        INGEST = "ingest", "breaching sample"
+        MANUAL = "manual"
+
+    verification = models.ForeignKey(
+        Verification, on_delete=models.CASCADE, related_name="evaluations"
+    )
+    sequence = models.PositiveIntegerField()
+    trigger = models.CharField(max_length=10, choices=Trigger.choices)
+    outcome = models.CharField(max_length=12, choices=Outcome.choices)
+    readings = models.JSONField(
+        default=dict, help_text='name -> {"canary": {value, query, problem}, "baseline": {...}}'
+    )
+    canary = models.JSONField(default=dict, blank=True, help_text="canary judgement")
+    reason = models.CharField(max_length=500)
+    evaluated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["verification", "-sequence"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["verification", "sequence"], name="evaluation_sequence_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"evaluation {self.verification_id}#{self.sequence}: {self.outcome}"
+
+
+class VerificationWatch(models.Model):
+    """A metric a running verification's fail condition reads: ingesting a sample of it triggers
+    an evaluation at once instead of at the next interval."""
+
+    verification = models.ForeignKey(Verification, on_delete=models.CASCADE, related_name="watches")
+    metric = models.CharField(max_length=200, db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["verification", "metric"], name="watch_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.verification_id} watches {self.metric}"

@@ -23,6 +23,13 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from rollouts.graph import find_cycle
 from rollouts.models import Plan, Step
+from rollouts.verification_spec import (
+    ANALYSIS_FIELDS,
+    analysis_document,
+    analysis_parse,
+    convergence_parse,
+    verification_parse,
+)
 
 API_VERSION = "stepwise/v1"
 KIND = "Plan"
@@ -115,6 +122,12 @@ _STEP_SCHEMA: dict[str, Any] = {
                 "runbook": _text(200, "URL of the runbook (http or https)."),
             },
         },
+        "convergence": {
+            "type": "object",
+            "description": "Per-target convergence predicate for a non-flag step: a measurement "
+            "whose matchers or query may use {target}, and a condition over `value`, e.g. "
+            "value >= 42. The step converges in a target when the condition holds there.",
+        },
         "verification": {
             "type": "object",
             "description": "The verdict, declared before the step runs. A step without one cannot start.",
@@ -134,6 +147,37 @@ _STEP_SCHEMA: dict[str, Any] = {
                 "on_fail_percentage": _percentage(
                     "With on_fail set_flag_percentage: the percentage the flag is set to."
                 ),
+                "measurements": {
+                    "type": "object",
+                    "description": "The numbers the conditions read, by name: a built-in store "
+                    "query (metric, aggregation, matchers, optional baseline_matchers, window) or "
+                    "PromQL (source, query, optional baseline_query).",
+                    "additionalProperties": {"type": "object"},
+                },
+                "interval": {
+                    "description": "Time between evaluations, e.g. 30s or 1m (default 1m).",
+                },
+                "count": {
+                    "description": "Evaluations that make the verification (default 3).",
+                },
+                "initial_delay": {
+                    "description": "Wait before the first evaluation (default 0).",
+                },
+                "failure_limit": {
+                    "description": "Failed evaluations tolerated (default 0: the first fails it).",
+                },
+                "consecutive_error_limit": {
+                    "description": "Errors in a row tolerated before the plan pauses (default 4).",
+                },
+                "inconclusive_limit": {
+                    "description": "Inconclusive evaluations tolerated before the plan pauses "
+                    "for a person (default 0).",
+                },
+                "canary": {
+                    "type": "object",
+                    "description": "Canary check: metrics whose canary and baseline "
+                    "distributions are compared with a Mann-Whitney U test (Kayenta style).",
+                },
             },
             "allOf": [
                 {
@@ -254,6 +298,10 @@ class StepSpec:
     fail_condition: str = ""
     on_fail: str = ""
     on_fail_percentage: Decimal | None = None
+    measurements: dict[str, Any] = field(default_factory=dict)
+    analysis: dict[str, int] = field(default_factory=dict)
+    canary: dict[str, Any] = field(default_factory=dict)
+    convergence: dict[str, Any] = field(default_factory=dict)
 
     def canonical(self) -> dict[str, Any]:
         """Order-insensitive where the database is (targets and dependencies are sets)."""
@@ -546,7 +594,20 @@ def _semantic_errors(data: Any, tree: _Tree) -> list[str]:
         if isinstance(flag, dict):
             _check_decimals(flag.get("percentage"), (*here, "flag", "percentage"), tree)
         verification = step.get("verification")
+        convergence = step.get("convergence")
+        if convergence is not None:
+            if kind == Step.Kind.FLAG_RAMP:
+                tree.error(
+                    (*here, "convergence"),
+                    "a flag ramp converges when its consumers fetch the flag; "
+                    "convergence predicates are for other steps",
+                    key=True,
+                )
+            for problem in convergence_parse(convergence)[1]:
+                tree.error((*here, "convergence", *problem.path), problem.message)
         if isinstance(verification, dict):
+            for problem in verification_parse(verification)[2]:
+                tree.error((*here, "verification", *problem.path), problem.message)
             on_fail = verification.get("on_fail")
             if on_fail in _FLAG_ACTIONS and isinstance(kind, str) and kind != Step.Kind.FLAG_RAMP:
                 tree.error(
@@ -645,6 +706,10 @@ def _to_spec(data: dict[str, Any], warnings: list[str]) -> PlanSpec:
         flag = raw.get("flag") or {}
         revert = raw.get("revert") or {}
         verification = raw.get("verification") or {}
+        measurements, canary, _ = (
+            verification_parse(verification) if verification else ({}, None, [])
+        )
+        convergence = convergence_parse(raw["convergence"])[0] if "convergence" in raw else None
         steps.append(
             StepSpec(
                 key=raw["key"].strip(),
@@ -663,6 +728,10 @@ def _to_spec(data: dict[str, Any], warnings: list[str]) -> PlanSpec:
                 fail_condition=_text_value(verification.get("fail")),
                 on_fail=verification.get("on_fail", ""),
                 on_fail_percentage=_pct(verification.get("on_fail_percentage")),
+                measurements={name: m.to_dict() for name, m in measurements.items()},
+                analysis=analysis_parse(verification)[0],
+                canary=canary.to_dict() if canary else {},
+                convergence=convergence.to_dict() if convergence else {},
             )
         )
     return PlanSpec(
@@ -737,6 +806,10 @@ def _step_spec(step: Step) -> StepSpec:
         fail_condition=step.fail_condition,
         on_fail=step.on_fail,
         on_fail_percentage=step.on_fail_percentage,
+        measurements=step.measurements,
+        analysis={name: getattr(step, name) for name in ANALYSIS_FIELDS},
+        canary=step.canary,
+        convergence=step.convergence,
     )
 
 
@@ -801,7 +874,15 @@ def plan_spec_document(spec: PlanSpec) -> dict[str, Any]:
             }
             if s.on_fail_percentage is not None:
                 verification["on_fail_percentage"] = _number(s.on_fail_percentage)
+            if s.analysis:
+                verification |= analysis_document(s.analysis)
+            if s.measurements:
+                verification["measurements"] = s.measurements
+            if s.canary:
+                verification["canary"] = s.canary
             step["verification"] = verification
+        if s.convergence:
+            step["convergence"] = s.convergence
         steps.append(step)
     body: dict[str, Any] = {}
     if spec.goal:

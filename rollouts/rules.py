@@ -25,6 +25,7 @@ def start_blocker(
                 ("pass condition", step.pass_condition),
                 ("fail condition", step.fail_condition),
                 ("action on fail", step.on_fail),
+                ("measurements", step.measurements),
             )
             if not str(value).strip()
         ]
@@ -82,4 +83,10 @@ def action_blockers(
         "skip": None
         if status in {Step.Status.PENDING, Step.Status.READY}
         else f"a {status} step cannot be skipped",
+        "reverify": frozen
+        or (
+            None
+            if status in {Step.Status.RUNNING, Step.Status.VERIFYING}
+            else "only a running or verifying step is verified again"
+        ),
     }

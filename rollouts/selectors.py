@@ -8,8 +8,11 @@ from django.db.models import Count, Prefetch, Q
 from django.shortcuts import get_object_or_404
 
 from ledger.models import LedgerEntry
-from rollouts.models import Deviation, Flag, FlagConsumer, Plan, Step, StepTarget
+from rollouts.charts import canary_chart
+from rollouts.models import Deviation, Flag, FlagConsumer, Plan, Step, StepTarget, Verification
 from rollouts.rules import action_blockers, lockstep_members, start_blocker
+from rollouts.verification_spec import stored_measurements
+from signals.canary import CanaryJudgement
 
 STEP_BUTTONS = [
     ("start", "Start"),
@@ -28,6 +31,12 @@ class StepRow:
     blockers: dict[str, str | None]
     targets: list[StepTarget]
     lockstep: list[str] = field(default_factory=list)
+
+    @property
+    def verification(self) -> Verification | None:
+        """The step's latest verification run (prefetched newest first)."""
+        runs = getattr(self.step, "runs", None)
+        return runs[0] if runs else None
 
     @property
     def buttons(self) -> list[dict[str, str | None]]:
@@ -50,7 +59,12 @@ def plan_steps(plan: Plan) -> tuple[list[Step], dict[int, list[int]]]:
     steps = list(
         plan.steps.select_related("flag", "flag__current")
         .prefetch_related(
-            Prefetch("step_targets", queryset=StepTarget.objects.select_related("target"))
+            Prefetch("step_targets", queryset=StepTarget.objects.select_related("target")),
+            Prefetch(
+                "verifications",
+                queryset=Verification.objects.order_by("-started_at", "-pk"),
+                to_attr="runs",
+            ),
         )
         .order_by("position")
     )
@@ -270,3 +284,38 @@ def flag_history(*, key: str) -> dict[str, Any]:
 
 def flag_board_row(*, flag: Flag) -> dict[str, Any]:
     return {"row": flags_board(only=flag)[0], "live": True}
+
+
+def step_verification_context(*, step_id: int) -> dict[str, Any]:
+    """The verification section of the step page: what is checked, the current run, its recent
+    evaluations with the numbers and queries they saw, and the latest canary comparison."""
+    step = Step.objects.select_related("plan").get(pk=step_id)
+    verification = step.verifications.select_related("concluded_by").first()
+    evaluations = list(verification.evaluations.all()[:10]) if verification else []
+    canary_html = ""
+    latest_canary = next((e for e in evaluations if e.canary), None)
+    if latest_canary is not None:
+        judgement = CanaryJudgement.from_dict(latest_canary.canary)
+        distributions = {
+            name: (list(pair[0]), list(pair[1]))
+            for name, pair in latest_canary.canary.get("distributions", {}).items()
+        }
+        canary_html = canary_chart(judgement, distributions, div_id=f"canary-chart-{step.pk}")
+    measurements = stored_measurements(step.measurements) if step.measurements else {}
+    return {
+        "step": step,
+        "verification": verification,
+        "run_number": step.verifications.count(),
+        "evaluations": evaluations,
+        "measurements": [
+            {
+                "spec": spec,
+                "canary_query": spec.describe(),
+                "baseline_query": spec.describe(baseline=True) if spec.has_baseline else "",
+            }
+            for spec in measurements.values()
+        ],
+        "canary_metrics": list(step.canary.get("metrics", {})) if step.canary else [],
+        "canary_chart": canary_html,
+        "latest_canary": latest_canary,
+    }

@@ -141,12 +141,13 @@ def step_detail(request: HttpRequest, key: str, step_key: str) -> HttpResponse:
     plan = context["plan"]
     context["blockers"] = selectors.step_blockers(step=context["step"])
     context["can_manage"] = request.user.has_perm("rollouts.manage_plan")
-    context["live_streams"] = live_streams(plan.stream)
-    # The page re-fetches its convergence section whenever its plan's stream pushes anything.
-    partial = request.htmx and request.htmx.target == "step-convergence"
-    return render(
-        request, "rollouts/step_detail.html" + ("#convergence" if partial else ""), context
+    context["live_streams"] = live_streams(plan.stream, f"step:{context['step'].pk}")
+    context |= selectors.step_verification_context(step_id=context["step"].pk)
+    # The page re-fetches its header and its live region whenever one of its streams pushes.
+    partial = {"step-head": "#head", "step-live": "#live"}.get(
+        request.htmx.target if request.htmx else "", ""
     )
+    return render(request, "rollouts/step_detail.html" + partial, context)
 
 
 @require_POST

@@ -146,6 +146,17 @@ if REDIS_URL:
     }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+CACHES = {
+    "default": (
+        {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": f"{REDIS_PREFIX}:cache",
+        }
+        if REDIS_URL
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
+}
 
 # Consumers re-read their streams from the database this often. With the in-memory layer this is
 # how events written by another process (a Celery worker) reach the browser; with Redis it only
@@ -176,9 +187,25 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+# How often beat looks for verifications whose interval is up: the finest interval a step can use.
+VERIFICATION_TICK_SECONDS = float(os.environ.get("STEPWISE_VERIFICATION_TICK_SECONDS", "2"))
 CELERY_BEAT_SCHEDULE = {
     "worker-heartbeat": {"task": "stepwise.tasks.worker_heartbeat", "schedule": 10.0},
+    "verifications-tick": {
+        "task": "rollouts.tasks.verifications_tick",
+        "schedule": VERIFICATION_TICK_SECONDS,
+    },
 }
+# `./bin/run` feeds the demo plan's metrics (stepwise/demo.py) so its verifications have data.
+DEMO_TRAFFIC_SECONDS = 10
+if os.environ.get("STEPWISE_DEMO_TRAFFIC") == "1":
+    CELERY_BEAT_SCHEDULE["demo-traffic"] = {
+        "task": "stepwise.tasks.demo_traffic",
+        "schedule": float(DEMO_TRAFFIC_SECONDS),
+    }
+# Retries a metric source may cost per minute across all workers (the cache is shared through
+# Redis; on a laptop it is per worker process) before failing evaluations count as errors.
+SOURCE_RETRY_BUDGET_PER_MINUTE = int(os.environ.get("STEPWISE_SOURCE_RETRY_BUDGET", "30"))
 WORKER_HEARTBEAT_MAX_AGE_SECONDS = 60
 
 AUTH_PASSWORD_VALIDATORS = [

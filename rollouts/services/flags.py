@@ -26,6 +26,11 @@ def _percentage(value: Any, *, field: str = "rollout percentage") -> Decimal:
     return pct.quantize(Decimal("0.01"))
 
 
+def percent_text(value: Decimal | float | int) -> str:
+    """5 -> "5%", 12.50 -> "12.5%": how people write rollout percentages."""
+    return f"{Decimal(str(value)).normalize():f}%"
+
+
 def flag_settings_validate(settings: dict[str, Any]) -> dict[str, Any]:
     """Normalize a flag configuration, or raise InvalidInput naming every problem."""
     problems: list[str] = []

@@ -15,6 +15,7 @@ from rollouts.plan_spec import PlanSpec, StepSpec, plan_spec_from_plan, plan_spe
 from rollouts.publish import plan_publish
 from rollouts.services import TransitionRefused
 from rollouts.services.flags import flag_create
+from signals.models import MetricSource
 
 # A step in one of these has a history (flag versions, ledger entries, convergence) that a file
 # must not rewrite.
@@ -40,6 +41,10 @@ STEP_FIELDS: dict[str, str] = {
     "verification.fail": "fail_condition",
     "verification.on_fail": "on_fail",
     "verification.on_fail_percentage": "on_fail_percentage",
+    "verification.measurements": "measurements",
+    "verification.analysis": "analysis",
+    "verification.canary": "canary",
+    "convergence": "convergence",
 }
 # What a started step did; changing it afterwards would make the record lie.
 FROZEN_ONCE_STARTED = {"kind", "flag.key", "flag.percentage"}
@@ -348,12 +353,37 @@ def _state_digest(stored: PlanSpec | None) -> str:
     return stored.digest() if stored else "new"
 
 
+def _unknown_sources(spec: PlanSpec) -> list[str]:
+    """Prometheus sources are registered before a plan may query them."""
+    wanted: dict[str, list[str]] = {}
+    for step in spec.steps:
+        docs = [*step.measurements.values(), *step.canary.get("metrics", {}).values()]
+        if step.convergence:
+            docs.append(step.convergence["measurement"])
+        for doc in docs:
+            if "source" in doc:
+                wanted.setdefault(doc["source"], []).append(step.key)
+    known = set(
+        MetricSource.objects.filter(name__in=wanted, kind=MetricSource.Kind.PROMETHEUS).values_list(
+            "name", flat=True
+        )
+    )
+    return [
+        f"step {', '.join(sorted(set(steps)))} reads metric source {name!r}, which is not a "
+        "registered Prometheus source"
+        for name, steps in sorted(wanted.items())
+        if name not in known
+    ]
+
+
 def _diff_against(plan: Plan | None, stored: PlanSpec | None, spec: PlanSpec) -> PlanDiff:
     diff = plan_diff(stored=stored, wanted=spec)
+    reasons = _unknown_sources(spec)
     if plan is not None:
         statuses = dict(plan.steps.values_list("key", "status"))
-        if reasons := _refusals(plan, diff, statuses):
-            raise PlanApplyRefused(reasons)
+        reasons += _refusals(plan, diff, statuses)
+    if reasons:
+        raise PlanApplyRefused(reasons)
     diff.flags_created = _missing_flags(spec)
     diff.targets_created = _missing_targets(spec)
     return diff
@@ -467,6 +497,10 @@ def _step_values(step: StepSpec, flags: dict[str, Flag]) -> dict[str, Any]:
         "fail_condition": step.fail_condition,
         "on_fail": step.on_fail,
         "on_fail_percentage": step.on_fail_percentage,
+        "measurements": step.measurements,
+        "canary": step.canary,
+        "convergence": step.convergence,
+        **step.analysis,
     }
 
 

@@ -8,13 +8,14 @@ from django.db import transaction
 from django.utils import timezone
 
 from ledger.services import ledger_append
-from rollouts.models import Plan, Step, StepTarget
+from rollouts.models import Plan, Step, StepTarget, Verification
 from rollouts.publish import plan_publish
 from rollouts.rules import SATISFIED, action_blockers, lockstep_members
 from rollouts.services import InvalidInput, TransitionRefused
-from rollouts.services.flags import flag_change, flag_restore
+from rollouts.services.flags import flag_change, flag_restore, percent_text
+from rollouts.services.verification import verification_begin, verification_cancel
 
-STEP_ACTIONS = ("start", "advance", "fail", "revert", "retry", "skip", "complete")
+STEP_ACTIONS = ("start", "advance", "fail", "revert", "retry", "skip", "complete", "reverify")
 PLAN_ACTIONS = {"activate": "active", "pause": "paused", "resume": "active", "kill": "killed"}
 
 
@@ -38,6 +39,9 @@ def _set_status(
     if status not in Step.TRANSITIONS[step.status]:
         raise TransitionRefused(f"{step.key}: {step.status} cannot become {status}")
     before, step.status = step.status, status
+    checking = {Step.Status.RUNNING, Step.Status.VERIFYING}
+    if before in checking and status not in checking:
+        verification_cancel(step, reason=f"the step became {status}: {reason or 'no reason given'}")
     now = timezone.now()
     if status == Step.Status.RUNNING:
         step.started_at, step.finished_at = now, None
@@ -113,14 +117,15 @@ def _start(step: Step, members: list[Step], actor: Any, reason: str) -> None:
     for member in members:
         _set_status(member, Step.Status.RUNNING, actor=actor, reason=reason)
         member.step_targets.update(
-            state=StepTarget.State.PENDING, converged_at=None, confirmed_by=""
+            state=StepTarget.State.PENDING, converged_at=None, confirmed_by="", last_check={}
         )
+        verification_begin(member)
         if member.kind == Step.Kind.FLAG_RAMP:
             flag_change(
                 flag_key=member.flag.key,
                 changes={"enabled": True, "rollout_percentage": member.flag_percentage},
                 actor=actor,
-                reason=f"{member.plan.key}/{member.key}: ramp to {member.flag_percentage}%",
+                reason=f"{member.plan.key}/{member.key}: ramp to {percent_text(member.flag_percentage)}",
                 source="plan",
                 step=member,
             )
@@ -219,6 +224,10 @@ def step_transition(
                     _set_status(member, Step.Status.READY, actor=actor, reason=reason)
         elif action == "skip":
             _set_status(step, Step.Status.SKIPPED, actor=actor, reason=reason)
+        elif action == "reverify":
+            if step.verifications.filter(status=Verification.Status.RUNNING).exists():
+                raise TransitionRefused(f"{step.key}: a verification is already running")
+            verification_begin(step, actor=actor, reason=reason)
     for member in members:
         # Targets may have confirmed while the step was still verifying.
         _complete_if_converged(member, actor=None)
@@ -226,6 +235,20 @@ def step_transition(
     _complete_plan_if_finished(plan, steps)
     plan_publish(plan=plan, event=f"step.{action}")
     return step
+
+
+def _advance_verified(steps: dict[int, Step]) -> None:
+    """Steps whose verification succeeded while the plan was paused move on when it resumes."""
+    for step in steps.values():
+        if step.status not in {Step.Status.RUNNING, Step.Status.VERIFYING}:
+            continue
+        latest = step.verifications.order_by("-started_at", "-pk").first()
+        if latest is None or latest.status != Verification.Status.SUCCESSFUL:
+            continue
+        for status in (Step.Status.VERIFYING, Step.Status.CONVERGING):
+            if status in Step.TRANSITIONS[step.status]:
+                _set_status(step, status, actor=None, reason="verified while the plan was paused")
+        _complete_if_converged(step, actor=None)
 
 
 def _complete_if_converged(step: Step, *, actor: Any) -> None:
@@ -249,6 +272,7 @@ def plan_transition(
         raise InvalidInput(f"say why you {action} the plan")
     _plan_set_status(plan, PLAN_ACTIONS[action], actor=actor, reason=reason)
     if plan.status == Plan.Status.ACTIVE:
+        _advance_verified(steps)
         _refresh_ready(plan, steps, deps)
     plan_publish(plan=plan, event=f"plan.{action}")
     return plan

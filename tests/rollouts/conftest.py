@@ -9,6 +9,15 @@ VERIFIED = {
     "pass_condition": "error_rate < 0.01",
     "fail_condition": "error_rate > 0.02",
     "on_fail": "pause_plan",
+    "measurements": {
+        "error_rate": {
+            "metric": "http_errors",
+            "aggregation": "ratio",
+            "ratio_of": "sum",
+            "denominator": {"metric": "http_requests"},
+            "window": "5m",
+        }
+    },
 }
 
 

@@ -22,6 +22,9 @@ def step_doc(key: str, **fields: Any) -> dict[str, Any]:
             "pass": "error_rate < 0.01",
             "fail": "error_rate > 0.02",
             "on_fail": "pause_plan",
+            "measurements": {
+                "error_rate": {"metric": "http_error_ratio", "aggregation": "avg", "window": "5m"}
+            },
         },
     }
     doc.update(fields)

@@ -93,7 +93,14 @@ def test_plan_apply__changed_file__dry_run_shows_field_diff_then_apply_writes_it
             kind="flag_ramp",
             depends_on=["c"],
             flag={"key": "checkout-v2", "percentage": 12.5},
-            verification={"pass": "p", "fail": "f", "on_fail": "restore_previous_flag"},
+            verification={
+                "pass": "checkout_errors < 0.01",
+                "fail": "checkout_errors > 0.02",
+                "on_fail": "restore_previous_flag",
+                "measurements": {
+                    "checkout_errors": {"metric": "checkout_error_ratio", "aggregation": "avg"}
+                },
+            },
         ),
         goal="ship it safely",
     )

@@ -45,7 +45,7 @@ def test_apply_plan__invalid_file__every_error_with_line_and_exit_1(tmp_path):
     assert code == 1
     assert "spec.steps[0].depends_on[0]: unknown step 'missing' (line 20)" in err
     assert (
-        "spec.steps[1]: missing required field 'service': deploy steps name the service they ship (line 27)"
+        "spec.steps[1]: missing required field 'service': deploy steps name the service they ship (line 32)"
         in err
     )
     assert "has 2 problems; nothing applied" in err

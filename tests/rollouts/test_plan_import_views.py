@@ -42,7 +42,7 @@ def test_plan_import__invalid_text__400_every_problem_with_line_nothing_written(
     html = response.content.decode()
     assert "Nothing was applied. 2 problems:" in html
     assert "spec.steps[0].depends_on[0]: cycle: a -&gt; b -&gt; a (line 20)" in html
-    assert "spec.steps[1].kind: must be one of" in html and "(line 30)" in html
+    assert "spec.steps[1].kind: must be one of" in html and "(line 35)" in html
     assert text.splitlines()[0] in html  # the text is kept for fixing
     assert not Plan.objects.exists()
 

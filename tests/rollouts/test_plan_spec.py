@@ -60,7 +60,7 @@ spec:
     kind: flag_ramp
     depend_on: [db]
     depends_on: [db, app-deply]
-    verification: {pass: x, fail: y, on_fail: set_flag_percentage}
+    verification: {pass: x < 1, fail: x > 2, on_fail: set_flag_percentage, measurements: {x: {metric: m, aggregation: avg}}}
   - key: db
     title: DB
     owner: data
@@ -91,6 +91,8 @@ spec:
         "spec.steps[1].flag.percentage: must be from 0 to 100 (got 140.555) (line 20)",
         "spec.steps[1].flag.percentage: at most two decimals (got 140.555) (line 20)",
         "spec.steps[1].revert.runbook: must be an http(s) URL (got 'not-a-url') (line 21)",
+        "spec.steps[1].verification.measurements: declare the measurements the conditions "
+        "read (name: query) (line 22)",
         "spec.steps[1].verification.on_fail: restore_previous_flag acts on the step's flag, and "
         "only flag_ramp steps have one (line 22)",
         "spec.steps[1].verification.on_fail_percentage: only used with on_fail: "
@@ -115,7 +117,7 @@ def test_plan_spec_errors__three_step_cycle__named_in_order():
 def test_plan_spec_errors__misspelt_dependency__suggests_the_step():
     text = plan_yaml(step_doc("app-deploy"), step_doc("gateway", depends_on=["app-deply"]))
     assert _messages(text) == [
-        "spec.steps[1].depends_on[0]: unknown step 'app-deply' (did you mean 'app-deploy'?) (line 33)"
+        "spec.steps[1].depends_on[0]: unknown step 'app-deply' (did you mean 'app-deploy'?) (line 38)"
     ]
 
 
@@ -171,15 +173,16 @@ def test_plan_spec_errors__flag_step_on_fail_percentage_out_of_range__reported()
         kind="flag_ramp",
         flag={"key": "new-login"},
         verification={
-            "pass": "a",
-            "fail": "b",
+            "pass": "login_errors < 0.01",
+            "fail": "login_errors > 0.02",
             "on_fail": "set_flag_percentage",
             "on_fail_percentage": -1,
+            "measurements": {"login_errors": {"metric": "login_error_ratio", "aggregation": "avg"}},
         },
     )
     assert _messages(plan_yaml(ramp)) == [
         "spec.steps[0].verification.on_fail_percentage: must be from 0 to 100 (got -1) (line 26)",
-        "spec.steps[0].flag: missing required field 'percentage' (line 28)",
+        "spec.steps[0].flag: missing required field 'percentage' (line 32)",
     ]
 
 

@@ -12,9 +12,11 @@ from ledger.models import LedgerEntry
 from ledger.services import ledger_record_manual
 from rollouts.models import Plan, Target
 from rollouts.services.consumers import flag_consumer_register
+from rollouts.services.evaluation import verification_evaluate
 from rollouts.services.flags import flag_change, flag_create
 from rollouts.services.plan_apply import plan_apply
 from rollouts.services.steps import plan_transition, step_target_confirm, step_transition
+from stepwise.demo import demo_traffic_emit
 
 DEMO_PASSWORD = "stepwise-demo"
 DEMO_USERS = {
@@ -83,10 +85,16 @@ class Command(BaseCommand):
         plan_transition(plan_id=plan.pk, action="activate", actor=tpm, reason="kickoff")
         regions = ["us-east", "eu-west", "ap-south"]
 
+        # Six minutes of metrics, so the verifications below judge real numbers.
+        demo_traffic_emit(history_seconds=360)
+
         def converge(key: str, targets: list[str]) -> None:
             step = plan.steps.get(key=key)
-            for action in ("start", "advance", "advance"):
-                step_transition(step_id=step.pk, action=action, actor=tpm)
+            step_transition(step_id=step.pk, action="start", actor=tpm)
+            # What the workers would do over the next intervals, done now: the step is verified
+            # by its own evaluations and advances to converging on its own.
+            for _ in range(step.verify_count):
+                verification_evaluate(verification_id=step.verifications.get().pk)
             for target in targets:
                 step_target_confirm(step_id=step.pk, target=target, actor=tpm, source="person")
 
@@ -94,9 +102,10 @@ class Command(BaseCommand):
         converge("sessions-expand", regions)
         converge("accounts-deploy", regions)
         converge("gateway-policy", ["us-east", "eu-west"])  # ap-south is lagging
+        # The backfill is left to the workers: verified over the next minutes, then converged per
+        # region by its convergence predicate (ap-south has not finished).
         backfill = plan.steps.get(key="sessions-backfill")
         step_transition(step_id=backfill.pk, action="start", actor=tpm)
-        step_transition(step_id=backfill.pk, action="advance", actor=tpm)
 
         for key, kind, owner, description, changes in (
             (

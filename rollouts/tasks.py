@@ -1,0 +1,61 @@
+"""Thin Celery tasks over the evaluation services. Idempotent: a verification's evaluation is
+claimed with a token, so a redelivered task records nothing twice."""
+
+from celery import shared_task
+
+from rollouts.models import Verification
+from rollouts.services.evaluation import (
+    convergence_check,
+    convergence_due_steps,
+    evaluation_record,
+    verification_measure,
+    verifications_claim_due,
+)
+from rollouts.verification_spec import stored_measurements
+from signals.measurements import retry_delay_seconds, source_retry_allowed
+
+MAX_SOURCE_RETRIES = 3
+
+
+@shared_task(name="rollouts.tasks.verifications_tick", ignore_result=True)
+def verifications_tick() -> None:
+    """Beat: enqueue each verification whose interval is up, and each converging step's
+    convergence predicate."""
+    for verification_id, token in verifications_claim_due():
+        verification_evaluate_task.delay(verification_id, "interval", token)
+    for step_id in convergence_due_steps():
+        convergence_check_task.delay(step_id)
+
+
+@shared_task(
+    name="rollouts.tasks.verification_evaluate",
+    bind=True,
+    ignore_result=True,
+    acks_late=True,
+    max_retries=MAX_SOURCE_RETRIES,
+)
+def verification_evaluate_task(
+    self, verification_id: int, trigger: str, token: int | None = None
+) -> None:
+    verification = Verification.objects.filter(
+        pk=verification_id, status=Verification.Status.RUNNING
+    ).first()
+    if verification is None:
+        return
+    measured = verification_measure(verification, fail_only=trigger == "ingest")
+    if measured.retryable and self.request.retries < MAX_SOURCE_RETRIES:
+        sources = {
+            spec.source
+            for spec in stored_measurements(verification.measurements).values()
+            if spec.is_prometheus
+        }
+        if all(source_retry_allowed(source) for source in sorted(sources)):
+            raise self.retry(countdown=retry_delay_seconds(self.request.retries))
+    evaluation_record(
+        verification_id=verification_id, measured=measured, trigger=trigger, token=token
+    )
+
+
+@shared_task(name="rollouts.tasks.convergence_check", ignore_result=True, acks_late=True)
+def convergence_check_task(step_id: int) -> None:
+    convergence_check(step_id=step_id)
