@@ -25,7 +25,7 @@ from rollouts.services.flags import FLAGS_STREAM, flag_change, flag_restore, fla
 from rollouts.services.steps import plan_transition, step_target_confirm, step_transition
 
 
-def _act(
+def form_action(
     request: HttpRequest, form: Any, call: Callable[[dict], Any], *, done: str, back: str
 ) -> HttpResponse:
     """Validate, call one service, and answer: htmx gets a status line (the change itself arrives
@@ -86,7 +86,7 @@ def plan_detail(request: HttpRequest, key: str) -> HttpResponse:
 def plan_action(request: HttpRequest, key: str) -> HttpResponse:
     plan = selectors.plan_get(key=key)
     form = PlanActionForm(request.POST)
-    return _act(
+    return form_action(
         request,
         form,
         lambda d: plan_transition(
@@ -108,7 +108,7 @@ def step_action(request: HttpRequest, key: str, step_key: str) -> HttpResponse:
             "reason": request.headers.get("HX-Prompt") or request.POST.get("reason", ""),
         }
     )
-    return _act(
+    return form_action(
         request,
         form,
         lambda d: step_transition(
@@ -124,7 +124,7 @@ def step_action(request: HttpRequest, key: str, step_key: str) -> HttpResponse:
 def step_confirm_target(request: HttpRequest, key: str, step_key: str) -> HttpResponse:
     step = get_object_or_404(Step, plan__key=key, key=step_key)
     form = TargetConfirmForm(request.POST)
-    return _act(
+    return form_action(
         request,
         form,
         lambda d: step_target_confirm(
@@ -155,7 +155,7 @@ def step_detail(request: HttpRequest, key: str, step_key: str) -> HttpResponse:
 def deviation_action(request: HttpRequest, key: str, deviation_id: int) -> HttpResponse:
     deviation = get_object_or_404(Deviation, pk=deviation_id, plan__key=key)
     form = ReconcileForm(request.POST)
-    return _act(
+    return form_action(
         request,
         form,
         lambda d: deviation_reconcile(
@@ -199,7 +199,7 @@ def flag_detail(request: HttpRequest, flag_key: str) -> HttpResponse:
 @permission_required("rollouts.flip_flag", raise_exception=True)
 def flag_revert_view(request: HttpRequest, flag_key: str) -> HttpResponse:
     form = FlagRevertForm(request.POST)
-    return _act(
+    return form_action(
         request,
         form,
         lambda d: flag_revert(
@@ -218,7 +218,7 @@ def flag_revert_view(request: HttpRequest, flag_key: str) -> HttpResponse:
 @permission_required("rollouts.flip_flag", raise_exception=True)
 def flag_restore_view(request: HttpRequest, flag_key: str) -> HttpResponse:
     form = FlagRestoreForm(request.POST)
-    return _act(
+    return form_action(
         request,
         form,
         lambda d: flag_restore(
@@ -237,7 +237,7 @@ def flag_restore_view(request: HttpRequest, flag_key: str) -> HttpResponse:
 @permission_required("rollouts.flip_flag", raise_exception=True)
 def flag_change_view(request: HttpRequest, flag_key: str) -> HttpResponse:
     form = FlagChangeForm(request.POST)
-    return _act(
+    return form_action(
         request,
         form,
         lambda d: flag_change(

@@ -5,10 +5,6 @@ from django.shortcuts import render
 from django.urls import path
 
 SECTIONS = {
-    "incidents": (
-        "Incidents",
-        "Declared incidents with their live timeline, commander and current change.",
-    ),
     "slos": ("SLOs", "Service level objectives with error budgets and burn rates."),
     "decisions": (
         "Decisions",

@@ -13,6 +13,8 @@ urlpatterns = [
     path("", include("signals.urls")),
     path("", include("rollouts.urls")),
     path("ofrep/", include("rollouts.ofrep_urls")),
+    path("", include("incidents.urls")),
+    path("api/incidents/", include("incidents.api_urls")),
     path("", include("stepwise.sections")),
     path("admin/", admin.site.urls),
 ]

@@ -8,6 +8,15 @@ from django.db import transaction
 
 from accounts.roles import ROLES, roles_sync
 from accounts.services import api_token_create
+from incidents.services import (
+    break_glass_define,
+    change_start,
+    change_verify,
+    hypothesis_state,
+    incident_declare,
+    incident_status_change,
+    narration_post,
+)
 from ledger.models import LedgerEntry
 from ledger.services import ledger_record_manual
 from rollouts.models import Plan, Target
@@ -146,6 +155,12 @@ class Command(BaseCommand):
                 name=f"web-{region}", token=token, target=Target.objects.get(name=region), actor=tpm
             )
             self.stdout.write(f"OFREP consumer web-{region}: Authorization: Bearer {raw}")
+        break_glass_define(
+            flag_key="disable-retries",
+            label="Stop client retries (shed load)",
+            actor=tpm,
+            allowed=["responder"],
+        )
         # Someone turns the new login on for 1% by hand, ahead of the plan: a deviation to reconcile.
         flag_change(
             flag_key="new-login",
@@ -153,4 +168,53 @@ class Command(BaseCommand):
             actor=commander,
             reason="quick smoke test in production",
             source="board",
+        )
+        self._seed_incident(users)
+
+    def _seed_incident(self, users: dict) -> None:
+        """An incident in progress: narrated, one hypothesis, a change that did not help."""
+        commander, responder = users["commander"], users["responder"]
+        incident = incident_declare(
+            title="Login errors above 2% in eu-west",
+            severity=2,
+            summary="Sign-in failures rising since the 5% ramp of the new login.",
+            services=["accounts-api", "edge-gateway"],
+            plan_keys=["identity-migration"],
+            flag_keys=["new-login"],
+            actor=commander,
+        )
+        incident_status_change(incident_id=incident.pk, status="investigating", actor=commander)
+        narration_post(
+            incident_id=incident.pk,
+            text="Error rate on /login is 2.4% in eu-west, normal elsewhere. Looking at the gateway.",
+            actor=commander,
+        )
+        narration_post(
+            incident_id=incident.pk,
+            text="Gateway 5xx are flat; the failures are token validation errors.",
+            actor=responder,
+        )
+        hypothesis_state(
+            incident_id=incident.pk,
+            statement="The gateway pool resize in eu-west dropped the token cache",
+            actor=commander,
+        )
+        change = change_start(
+            incident_id=incident.pk,
+            description="Warm the token cache in eu-west",
+            expected_effect="token validation errors drop below 0.5% within 5 minutes",
+            revert_plan="nothing to undo: cache warm-up is read-only",
+            actor=commander,
+        )
+        change_verify(
+            incident_id=incident.pk,
+            change_id=change.pk,
+            better=False,
+            actor=commander,
+            note="errors unchanged after 6 minutes",
+        )
+        narration_post(
+            incident_id=incident.pk,
+            text="Cache warm-up did not help. Next: the new login flag itself.",
+            actor=commander,
         )

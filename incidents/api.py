@@ -1,0 +1,202 @@
+"""The incidents JSON API: Alertmanager intake, declare, read, narrate. Errors are JSON with a
+reason: 400 for input, 403 for permission, 404 for an unknown incident, 409 for a refused action."""
+
+import json
+from typing import Any
+
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, JsonResponse
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+
+from accounts.api import api_endpoint
+from incidents.alerts import AlertPayloadInvalid, alertmanager_ingest
+from incidents.models import Incident
+from incidents.selectors import incident_as_dict
+from incidents.services import incident_declare, narration_post
+from rollouts.services import InvalidInput, TransitionRefused
+
+# No "incidents:read" scope exists yet, so reading takes the same scope as writing.
+SCOPE = "incidents:write"
+DECLARE_FIELDS = {"title", "severity", "summary", "services", "plans", "flags"}
+NARRATION_FIELDS = {"text", "corrects"}
+
+
+class _BadRequest(Exception):
+    def __init__(self, response: JsonResponse) -> None:
+        self.response = response
+
+
+def _error(message: str, status: int, **extra: Any) -> JsonResponse:
+    return JsonResponse({"error": message, **extra}, status=status)
+
+
+def _json(request: HttpRequest) -> Any:
+    try:
+        body = request.body
+    except RequestDataTooBig as exc:
+        raise _BadRequest(_error("the request body is too large", 413)) from exc
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise _BadRequest(_error(f"the body is not JSON: {exc}", 400)) from exc
+
+
+def _json_object(request: HttpRequest, allowed: set[str]) -> dict[str, Any]:
+    body = _json(request)
+    if not isinstance(body, dict):
+        raise _BadRequest(_error("the body must be a JSON object", 400))
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise _BadRequest(
+            _error(
+                f"unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(allowed))}", 400
+            )
+        )
+    return body
+
+
+def _incident_url(incident_id: int) -> str:
+    return reverse("incident-console", kwargs={"incident_id": incident_id})
+
+
+@require_POST
+@api_endpoint(scope=SCOPE, permission="incidents.narrate")
+def alertmanager_webhook(request: HttpRequest) -> JsonResponse:
+    """Alertmanager's webhook receiver (docs/alertmanager.md): 202 with what was done."""
+    try:
+        outcome = alertmanager_ingest(payload=_json(request), actor=request.user)
+    except _BadRequest as exc:
+        return exc.response
+    except AlertPayloadInvalid as exc:
+        return _error(f"invalid Alertmanager payload: {exc}", 400, invalid=exc.problems)
+    except TransitionRefused as exc:
+        return _error(str(exc), 409)
+    except InvalidInput as exc:
+        return _error(str(exc), 400)
+    return JsonResponse(outcome, status=202)
+
+
+def _severity(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and value in Incident.Severity.values:
+        return value
+    if isinstance(value, str):
+        label = value.strip().upper()
+        for number, name in Incident.Severity.choices:
+            if label == name:
+                return number
+    raise InvalidInput(f'severity: must be "SEV1".."SEV4" or 1..4, not {value!r}')
+
+
+def _string_list(body: dict[str, Any], name: str) -> list[str]:
+    value = body.get(name)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InvalidInput(f"{name}: must be a list of strings")
+    return [v.strip() for v in value if v.strip()]
+
+
+def _text(body: dict[str, Any], name: str, *, required: bool = False) -> str:
+    value = body.get(name)
+    if value is None:
+        value = ""
+    if not isinstance(value, str):
+        raise InvalidInput(f"{name}: must be a string")
+    if required and not value.strip():
+        raise InvalidInput(f"{name}: required")
+    return value.strip()
+
+
+@require_POST
+@api_endpoint(scope=SCOPE, permission="incidents.narrate")
+def incident_declare_api(request: HttpRequest) -> JsonResponse:
+    """POST {title, severity, summary?, services?, plans?, flags?} -> 201 {id, url}."""
+    try:
+        body = _json_object(request, DECLARE_FIELDS)
+        title = _text(body, "title", required=True)
+        if "severity" not in body:
+            raise InvalidInput('severity: required ("SEV1".."SEV4" or 1..4)')
+        incident = incident_declare(
+            title=title,
+            severity=_severity(body["severity"]),
+            summary=_text(body, "summary"),
+            services=_string_list(body, "services"),
+            plan_keys=_string_list(body, "plans"),
+            flag_keys=_string_list(body, "flags"),
+            source=Incident.Source.API,
+            actor=request.user,
+        )
+    except _BadRequest as exc:
+        return exc.response
+    except TransitionRefused as exc:
+        return _error(str(exc), 409)
+    except InvalidInput as exc:
+        return _error(str(exc), 400)
+    return JsonResponse({"id": incident.pk, "url": _incident_url(incident.pk)}, status=201)
+
+
+@require_GET
+@api_endpoint(scope=SCOPE, permission="incidents.view_incident")
+def incident_detail_api(request: HttpRequest, incident_id: int) -> JsonResponse:
+    """The incident with its timeline, open hypothesis, change in progress and alerts."""
+    incident = Incident.objects.filter(pk=incident_id).first()
+    if incident is None:
+        return _error(f"no incident with id {incident_id}", 404)
+    return JsonResponse(
+        {
+            **incident_as_dict(incident),
+            "summary": incident.summary,
+            "source": incident.source,
+            "url": _incident_url(incident.pk),
+            "alerts": [
+                {
+                    "fingerprint": a.fingerprint,
+                    "name": a.name,
+                    "status": a.status,
+                    "starts_at": a.starts_at.isoformat(),
+                    "ends_at": a.ends_at.isoformat() if a.ends_at else None,
+                }
+                for a in incident.alerts.all()
+            ],
+        }
+    )
+
+
+@require_POST
+@api_endpoint(scope=SCOPE, permission="incidents.narrate")
+def narration_api(request: HttpRequest, incident_id: int) -> JsonResponse:
+    """POST {text, corrects?: seq} -> 201 with the new timeline entry."""
+    if not Incident.objects.filter(pk=incident_id).exists():
+        return _error(f"no incident with id {incident_id}", 404)
+    try:
+        body = _json_object(request, NARRATION_FIELDS)
+        corrects = body.get("corrects")
+        if corrects is not None and (
+            not isinstance(corrects, int) or isinstance(corrects, bool) or corrects < 1
+        ):
+            raise InvalidInput("corrects: must be the seq (1 or more) of the entry it corrects")
+        entry = narration_post(
+            incident_id=incident_id,
+            text=_text(body, "text", required=True),
+            corrects_seq=corrects,
+            actor=request.user,
+        )
+    except _BadRequest as exc:
+        return exc.response
+    except TransitionRefused as exc:
+        return _error(str(exc), 409)
+    except InvalidInput as exc:
+        return _error(str(exc), 400)
+    return JsonResponse(
+        {
+            "incident": incident_id,
+            "seq": entry.seq,
+            "kind": entry.kind,
+            "text": entry.text,
+            "author": entry.author_label,
+            "at": entry.created_at.isoformat(),
+            "corrects": corrects,
+        },
+        status=201,
+    )

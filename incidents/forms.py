@@ -1,0 +1,81 @@
+from django import forms
+
+from incidents.models import Incident, RoleAssignment
+
+
+class DeclareForm(forms.Form):
+    title = forms.CharField(max_length=200)
+    severity = forms.TypedChoiceField(
+        choices=Incident.Severity.choices, coerce=int, initial=Incident.Severity.SEV2
+    )
+    summary = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
+    services = forms.CharField(required=False, help_text="comma-separated")
+    plans = forms.CharField(required=False, help_text="plan keys, comma-separated")
+    flags = forms.CharField(required=False, help_text="flag keys, comma-separated")
+
+    @staticmethod
+    def split(value: str) -> list[str]:
+        return [v.strip() for v in value.split(",") if v.strip()]
+
+
+class NarrationForm(forms.Form):
+    text = forms.CharField(max_length=2000)
+    corrects = forms.IntegerField(required=False, min_value=1)
+
+
+class StatusForm(forms.Form):
+    status = forms.ChoiceField(choices=Incident.Status.choices)
+    reason = forms.CharField(max_length=300, required=False)
+
+
+class HypothesisForm(forms.Form):
+    statement = forms.CharField(max_length=500)
+
+
+class HypothesisCloseForm(forms.Form):
+    hypothesis = forms.IntegerField()
+    confirmed = forms.TypedChoiceField(choices=[("1", "confirmed"), ("0", "rejected")], coerce=int)
+
+
+class ChangeForm(forms.Form):
+    description = forms.CharField(max_length=500)
+    expected_effect = forms.CharField(max_length=500)
+    revert_plan = forms.CharField(max_length=500, required=False)
+
+
+class ChangeVerifyForm(forms.Form):
+    change = forms.IntegerField()
+    better = forms.TypedChoiceField(choices=[("1", "better"), ("0", "not better")], coerce=int)
+    note = forms.CharField(max_length=500, required=False)
+
+
+class FlagRevertForm(forms.Form):
+    flag = forms.SlugField(max_length=100)
+    seen_version = forms.IntegerField(min_value=1)
+
+
+class BreakGlassForm(forms.Form):
+    switch = forms.IntegerField()
+    on = forms.TypedChoiceField(choices=[("1", "on"), ("0", "off")], coerce=int)
+
+
+class HandoverForm(forms.Form):
+    username = forms.CharField(max_length=150)
+
+
+class RoleForm(forms.Form):
+    username = forms.CharField(max_length=150)
+    role = forms.ChoiceField(
+        choices=[c for c in RoleAssignment.Role.choices if c[0] != RoleAssignment.Role.COMMANDER]
+    )
+
+
+class ActionItemForm(forms.Form):
+    title = forms.CharField(max_length=300)
+    owner = forms.CharField(max_length=150)
+
+
+class PostmortemForm(forms.Form):
+    summary = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}))
+    impact = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}))
+    root_cause = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}))

@@ -1,0 +1,149 @@
+"""Reads for the incident pages and APIs."""
+
+from datetime import timedelta
+from typing import Any
+
+from django.db.models import Exists, OuterRef, Q
+from django.shortcuts import get_object_or_404
+from django.utils import timezone
+
+from incidents.models import (
+    BreakGlassSwitch,
+    Change,
+    Hypothesis,
+    Incident,
+    RoleAssignment,
+    TimelineEntry,
+)
+from ledger.models import LedgerEntry
+from rollouts.models import Flag, Step
+
+TIMELINE_SHOWN = 300
+# "What changed?" looks this far back from detection.
+CHANGES_LOOKBACK = timedelta(hours=6)
+
+
+def incident_get(*, incident_id: int) -> Incident:
+    return get_object_or_404(Incident, pk=incident_id)
+
+
+def incident_list(*, status: str = "", severity: str = "") -> list[Incident]:
+    incidents = Incident.objects.all()
+    if status == "open":
+        incidents = incidents.filter(status__in=Incident.OPEN)
+    elif status in Incident.Status.values:
+        incidents = incidents.filter(status=status)
+    if severity.isdigit():
+        incidents = incidents.filter(severity=int(severity))
+    return list(incidents.prefetch_related("roles__user")[:200])
+
+
+def commander_of(incident: Incident) -> RoleAssignment | None:
+    return next(
+        (
+            r
+            for r in incident.roles.all()
+            if r.role == RoleAssignment.Role.COMMANDER and r.renounced_at is None
+        ),
+        None,
+    )
+
+
+def what_changed(incident: Incident) -> list[LedgerEntry]:
+    """Recent ledger entries for the incident's plans, steps, flags and services: asked first."""
+    since = incident.detected_at - CHANGES_LOOKBACK
+    plan_ids = list(incident.plans.values_list("pk", flat=True))
+    step_ids = list(incident.steps.values_list("pk", flat=True))
+    flag_ids = [str(pk) for pk in incident.flags.values_list("pk", flat=True)]
+    related = Q(plan_id__in=plan_ids) | Q(step_id__in=step_ids)
+    related |= Q(subject_type="rollouts.flag", subject_id__in=flag_ids)
+    if incident.services:
+        related |= Q(step_id__in=Step.objects.filter(service__in=incident.services).values("pk"))
+    return list(
+        LedgerEntry.objects.filter(related, created_at__gte=since)
+        .exclude(incident_id=incident.pk)
+        .order_by("-seq")[:15]
+    )
+
+
+def narration_due(incident: Incident, *, now=None) -> dict[str, Any] | None:
+    """The reminder the console shows when the commander has been silent too long."""
+    if not incident.is_open or not incident.narration_minutes:
+        return None
+    now = now or timezone.now()
+    last = incident.last_narration_at or incident.declared_at
+    silent = now - last
+    if silent < timedelta(minutes=incident.narration_minutes):
+        return None
+    return {"minutes": int(silent.total_seconds() // 60), "limit": incident.narration_minutes}
+
+
+def console_live_context(*, incident_id: int) -> dict[str, Any]:
+    """The live parts of the console, rendered once for every open browser."""
+    incident = Incident.objects.prefetch_related("roles__user").get(pk=incident_id)
+    timeline = list(incident.timeline.select_related("corrects").order_by("-seq")[:TIMELINE_SHOWN])
+    timeline.reverse()
+    flags = list(
+        Flag.objects.filter(incidents=incident)
+        .select_related("current", "current__author")
+        .annotate(owned_by_plan=Exists(Step.objects.filter(flag=OuterRef("pk"))))
+    )
+    return {
+        "incident": incident,
+        "commander": commander_of(incident),
+        "moves": sorted(Incident.TRANSITIONS[incident.status]),
+        "roles": [r for r in incident.roles.all() if r.renounced_at is None],
+        "timeline": timeline,
+        "hypothesis": incident.hypotheses.filter(status=Hypothesis.Status.OPEN).first(),
+        "change": incident.changes.select_related("flag", "hypothesis")
+        .filter(status=Change.Status.IN_PROGRESS)
+        .first(),
+        "changes": list(incident.changes.select_related("hypothesis", "flag", "verified_by")),
+        "hypotheses": list(incident.hypotheses.all()),
+        "flags": flags,
+        "switches": list(BreakGlassSwitch.objects.select_related("flag", "flag__current")),
+        "alerts": list(incident.alerts.all()),
+        "what_changed": what_changed(incident),
+        "narration_due": narration_due(incident),
+        "live": True,
+    }
+
+
+def incident_as_dict(incident: Incident) -> dict[str, Any]:
+    """The API's view of an incident."""
+    context = console_live_context(incident_id=incident.pk)
+    commander = context["commander"]
+    return {
+        "id": incident.pk,
+        "title": incident.title,
+        "severity": incident.get_severity_display(),
+        "status": incident.status,
+        "services": incident.services,
+        "commander": commander.user.get_username() if commander else None,
+        "detected_at": incident.detected_at.isoformat(),
+        "declared_at": incident.declared_at.isoformat(),
+        "mitigated_at": incident.mitigated_at.isoformat() if incident.mitigated_at else None,
+        "resolved_at": incident.resolved_at.isoformat() if incident.resolved_at else None,
+        "hypothesis": context["hypothesis"].statement if context["hypothesis"] else None,
+        "change": (
+            {
+                "id": context["change"].pk,
+                "description": context["change"].description,
+                "revert": context["change"].revert_plan,
+            }
+            if context["change"]
+            else None
+        ),
+        "timeline": [_entry_dict(e) for e in context["timeline"]],
+    }
+
+
+def _entry_dict(entry: TimelineEntry) -> dict[str, Any]:
+    return {
+        "seq": entry.seq,
+        "kind": entry.kind,
+        "text": entry.text,
+        "author": entry.author_label,
+        "at": entry.created_at.isoformat(),
+        "corrects": entry.corrects.seq if entry.corrects else None,
+    }

@@ -1,0 +1,684 @@
+"""Every incident state change: lock the incident, check, write, timeline, ledger, push.
+
+The timeline entry is the incident's record and the ledger entry is the platform's; both are
+written in the same transaction, and the console is pushed on commit.
+"""
+
+from datetime import datetime
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.utils import timezone
+
+from incidents.models import (
+    ActionItem,
+    BreakGlassSwitch,
+    Change,
+    Hypothesis,
+    Incident,
+    RoleAssignment,
+    TimelineEntry,
+)
+from ledger.services import ledger_append
+from live.broadcast import stream_publish
+from rollouts.models import Flag, Plan, Step
+from rollouts.services import InvalidInput, TransitionRefused
+from rollouts.services.flags import flag_change, flag_revert
+
+MAX_NARRATION = 2_000
+
+
+def _who(actor: AbstractBaseUser | None, label: str = "stepwise") -> str:
+    return actor.get_username() if actor else label
+
+
+def _lock(incident_id: int) -> Incident:
+    incident = Incident.objects.select_for_update().filter(pk=incident_id).first()
+    if incident is None:
+        raise InvalidInput(f"no incident with id {incident_id}")
+    return incident
+
+
+def _require(actor: AbstractBaseUser | None, permission: str, doing: str) -> None:
+    if actor is not None and not actor.has_perm(permission):
+        raise TransitionRefused(f"{actor.get_username()} may not {doing}")
+
+
+def incident_publish(*, incident: Incident, event: str, entry: TimelineEntry | None = None) -> None:
+    """Push the console. An event that only adds `entry` to the timeline pushes that one entry
+    (appended in sequence order; replay keeps the order), not the whole console."""
+    if entry is not None:
+        stream_publish(
+            stream=incident.stream,
+            event=event,
+            template="incidents/_timeline_append.html",
+            context={"entry": entry},
+        )
+        return
+    from incidents.selectors import console_live_context
+
+    stream_publish(
+        stream=incident.stream,
+        event=event,
+        template="incidents/_console_live.html",
+        context=console_live_context(incident_id=incident.pk),
+    )
+
+
+def _timeline(
+    incident: Incident,
+    *,
+    kind: str,
+    text: str,
+    actor: AbstractBaseUser | None,
+    author_label: str = "",
+    data: dict[str, Any] | None = None,
+    corrects: TimelineEntry | None = None,
+) -> TimelineEntry:
+    """Append to the locked incident's timeline with the next sequence number."""
+    incident.last_seq += 1
+    entry = TimelineEntry.objects.create(
+        incident=incident,
+        seq=incident.last_seq,
+        kind=kind,
+        text=text,
+        author=actor,
+        author_label=author_label or _who(actor),
+        corrects=corrects,
+        data=data or {},
+    )
+    fields = ["last_seq"]
+    if kind == TimelineEntry.Kind.NARRATION and actor is not None:
+        incident.last_narration_at = entry.created_at
+        fields.append("last_narration_at")
+    incident.save(update_fields=fields)
+    return entry
+
+
+def _ledger(
+    incident: Incident, action: str, actor: Any, payload: dict, *, actor_label: str = "stepwise"
+) -> None:
+    ledger_append(
+        action=action,
+        subject=incident,
+        actor=actor,
+        actor_label=None if actor else actor_label,
+        payload={"incident": incident.pk, **payload},
+        incident_id=incident.pk,
+    )
+
+
+@transaction.atomic
+def incident_declare(
+    *,
+    title: str,
+    severity: int,
+    actor: AbstractBaseUser | None,
+    summary: str = "",
+    services: list[str] | None = None,
+    detected_at: datetime | None = None,
+    source: str = Incident.Source.CONSOLE,
+    plan_keys: list[str] | None = None,
+    step_ids: list[int] | None = None,
+    flag_keys: list[str] | None = None,
+    actor_label: str = "",
+) -> Incident:
+    """Open an incident. The person who declares it commands it until they hand over."""
+    title = (title or "").strip()
+    if not title:
+        raise InvalidInput("an incident needs a title")
+    if isinstance(severity, bool) or severity not in Incident.Severity.values:
+        raise InvalidInput("severity must be SEV1, SEV2, SEV3 or SEV4")
+    _require(actor, "incidents.narrate", "declare incidents")
+    now = timezone.now()
+    detected_at = detected_at or now
+    if detected_at > now:
+        raise InvalidInput("detected_at cannot be in the future")
+    services = sorted({s.strip() for s in services or [] if s and s.strip()})
+    plans = list(Plan.objects.filter(key__in=plan_keys or []))
+    flags = list(Flag.objects.filter(key__in=flag_keys or []))
+    steps = list(Step.objects.filter(pk__in=step_ids or []))
+    missing = sorted(set(plan_keys or []) - {p.key for p in plans}) + sorted(
+        set(flag_keys or []) - {f.key for f in flags}
+    )
+    if missing:
+        raise InvalidInput(f"unknown plan or flag: {', '.join(missing)}")
+    incident = Incident.objects.create(
+        title=title[:200],
+        summary=summary,
+        severity=severity,
+        source=source,
+        services=services,
+        detected_at=detected_at,
+        declared_at=now,
+        declared_by=actor,
+        narration_minutes=Incident.NARRATION_MINUTES[severity],
+    )
+    incident.plans.set(plans)
+    incident.flags.set(flags)
+    incident.steps.set(steps)
+    who = actor_label or _who(actor)
+    _timeline(
+        incident,
+        kind=TimelineEntry.Kind.STATUS,
+        text=f"{incident.get_severity_display()} declared by {who}: {title}",
+        actor=actor,
+        author_label=who,
+    )
+    if actor is not None and actor.has_perm("incidents.command"):
+        RoleAssignment.objects.create(
+            incident=incident, user=actor, role=RoleAssignment.Role.COMMANDER, assumed_at=now
+        )
+        _timeline(
+            incident,
+            kind=TimelineEntry.Kind.ROLE,
+            text=f"{who} is incident commander",
+            actor=actor,
+        )
+    _ledger(
+        incident,
+        "incident.declared",
+        actor,
+        {
+            "title": title,
+            "severity": incident.get_severity_display(),
+            "source": source,
+            "services": services,
+        },
+        actor_label=who,
+    )
+    incident_publish(incident=incident, event="incident.declared")
+    return incident
+
+
+@transaction.atomic
+def narration_post(
+    *,
+    incident_id: int,
+    text: str,
+    actor: AbstractBaseUser,
+    corrects_seq: int | None = None,
+) -> TimelineEntry:
+    """Narrate. A correction is a new entry that names the one it corrects (the record stays)."""
+    text = (text or "").strip()
+    if not text:
+        raise InvalidInput("say something: the narration is empty")
+    if len(text) > MAX_NARRATION:
+        raise InvalidInput(f"narration is limited to {MAX_NARRATION} characters")
+    _require(actor, "incidents.narrate", "narrate incidents")
+    incident = _lock(incident_id)
+    corrects = None
+    if corrects_seq is not None:
+        corrects = incident.timeline.filter(seq=corrects_seq).first()
+        if corrects is None:
+            raise InvalidInput(f"there is no timeline entry #{corrects_seq} to correct")
+    entry = _timeline(
+        incident, kind=TimelineEntry.Kind.NARRATION, text=text, actor=actor, corrects=corrects
+    )
+    incident_publish(incident=incident, event="timeline.narration", entry=entry)
+    return entry
+
+
+def _commander(incident: Incident) -> RoleAssignment | None:
+    return incident.roles.filter(
+        role=RoleAssignment.Role.COMMANDER, renounced_at__isnull=True
+    ).first()
+
+
+def _require_command(incident: Incident, actor: AbstractBaseUser | None, doing: str) -> None:
+    _require(actor, "incidents.command", doing)
+    if not incident.is_open and doing != "change the incident's status":
+        raise TransitionRefused(f"INC-{incident.pk} is {incident.status}: reopen it to {doing}")
+
+
+@transaction.atomic
+def incident_status_change(
+    *, incident_id: int, status: str, actor: AbstractBaseUser | None, reason: str = ""
+) -> Incident:
+    """declared → investigating → mitigated → resolved → postmortem (mitigated and resolved may
+    reopen). Resolving is refused while a change is in progress: verify it first."""
+    incident = _lock(incident_id)
+    _require_command(incident, actor, "change the incident's status")
+    if status not in Incident.Status.values:
+        raise InvalidInput(f"unknown status {status!r}")
+    if status not in Incident.TRANSITIONS[incident.status]:
+        raise TransitionRefused(
+            f"INC-{incident.pk} is {incident.status}; it cannot become {status}"
+        )
+    if status == Incident.Status.RESOLVED:
+        pending = incident.changes.filter(status=Change.Status.IN_PROGRESS).first()
+        if pending is not None:
+            raise TransitionRefused(
+                f"change “{pending.description}” is still in progress: verify it (hold or "
+                "revert) before resolving"
+            )
+    before, now = incident.status, timezone.now()
+    incident.status = status
+    if status == Incident.Status.MITIGATED and incident.mitigated_at is None:
+        incident.mitigated_at = now
+    if status == Incident.Status.RESOLVED:
+        incident.resolved_at = now
+        incident.mitigated_at = incident.mitigated_at or now
+    if status == Incident.Status.INVESTIGATING and before == Incident.Status.RESOLVED:
+        incident.resolved_at = None
+    incident.save(update_fields=["status", "mitigated_at", "resolved_at"])
+    _timeline(
+        incident,
+        kind=TimelineEntry.Kind.STATUS,
+        text=f"status {before} → {status}" + (f": {reason}" if reason else ""),
+        actor=actor,
+        data={"from": before, "to": status},
+    )
+    _ledger(incident, f"incident.{status}", actor, {"from": before, "to": status, "reason": reason})
+    incident_publish(incident=incident, event=f"incident.{status}")
+    return incident
+
+
+@transaction.atomic
+def command_handover(
+    *, incident_id: int, to_username: str, actor: AbstractBaseUser
+) -> RoleAssignment:
+    """One action: the current commander's role ends and the new commander's begins."""
+    incident = _lock(incident_id)
+    _require_command(incident, actor, "hand over command")
+    to_user = get_user_model().objects.filter(username=to_username).first()
+    if to_user is None:
+        raise InvalidInput(f"no user named {to_username!r}")
+    if not to_user.has_perm("incidents.command"):
+        raise TransitionRefused(f"{to_username} cannot command incidents (not a commander)")
+    current = _commander(incident)
+    if current is not None and current.user_id == to_user.pk:
+        raise TransitionRefused(f"{to_username} already commands INC-{incident.pk}")
+    now = timezone.now()
+    if current is not None:
+        current.renounced_at = now
+        current.save(update_fields=["renounced_at"])
+    assignment = RoleAssignment.objects.create(
+        incident=incident, user=to_user, role=RoleAssignment.Role.COMMANDER, assumed_at=now
+    )
+    previous = current.user.get_username() if current else "nobody"
+    _timeline(
+        incident,
+        kind=TimelineEntry.Kind.ROLE,
+        text=f"{to_username} is now incident commander (was {previous})",
+        actor=actor,
+    )
+    _ledger(incident, "incident.command_handed_over", actor, {"from": previous, "to": to_username})
+    incident_publish(incident=incident, event="incident.command")
+    return assignment
+
+
+@transaction.atomic
+def role_assign(
+    *, incident_id: int, username: str, role: str, actor: AbstractBaseUser
+) -> RoleAssignment:
+    """Scribe, communications or subject-matter expert (command moves by handover)."""
+    incident = _lock(incident_id)
+    _require_command(incident, actor, "assign roles")
+    if role not in RoleAssignment.Role.values or role == RoleAssignment.Role.COMMANDER:
+        raise InvalidInput("role must be scribe, communications or sme (command is handed over)")
+    user = get_user_model().objects.filter(username=username).first()
+    if user is None:
+        raise InvalidInput(f"no user named {username!r}")
+    assignment = RoleAssignment.objects.create(incident=incident, user=user, role=role)
+    _timeline(
+        incident,
+        kind=TimelineEntry.Kind.ROLE,
+        text=f"{username} is {assignment.get_role_display()}",
+        actor=actor,
+    )
+    _ledger(incident, "incident.role_assigned", actor, {"user": username, "role": role})
+    incident_publish(incident=incident, event="incident.role")
+    return assignment
+
+
+@transaction.atomic
+def hypothesis_state(*, incident_id: int, statement: str, actor: AbstractBaseUser) -> Hypothesis:
+    """The commander states the one hypothesis being worked; the previous must be closed first."""
+    incident = _lock(incident_id)
+    _require_command(incident, actor, "state hypotheses")
+    statement = (statement or "").strip()
+    if not statement:
+        raise InvalidInput("state the hypothesis")
+    current = incident.hypotheses.filter(status=Hypothesis.Status.OPEN).first()
+    if current is not None:
+        raise TransitionRefused(
+            f"hypothesis “{current.statement}” is still open: confirm or reject it first"
+        )
+    hypothesis = Hypothesis.objects.create(
+        incident=incident, statement=statement[:500], author=actor
+    )
+    _timeline(
+        incident,
+        kind=TimelineEntry.Kind.HYPOTHESIS,
+        text=f"Hypothesis: {statement}",
+        actor=actor,
+        data={"hypothesis": hypothesis.pk},
+    )
+    _ledger(incident, "incident.hypothesis", actor, {"statement": statement})
+    incident_publish(incident=incident, event="incident.hypothesis")
+    return hypothesis
+
+
+@transaction.atomic
+def hypothesis_close(
+    *, incident_id: int, hypothesis_id: int, confirmed: bool, actor: AbstractBaseUser
+) -> Hypothesis:
+    incident = _lock(incident_id)
+    _require_command(incident, actor, "close hypotheses")
+    hypothesis = incident.hypotheses.filter(pk=hypothesis_id).first()
+    if hypothesis is None:
+        raise InvalidInput(f"INC-{incident.pk} has no hypothesis {hypothesis_id}")
+    if hypothesis.status != Hypothesis.Status.OPEN:
+        raise TransitionRefused(f"that hypothesis is already {hypothesis.status}")
+    if incident.changes.filter(hypothesis=hypothesis, status=Change.Status.IN_PROGRESS).exists():
+        raise TransitionRefused("a change under this hypothesis is in progress: verify it first")
+    hypothesis.status = Hypothesis.Status.CONFIRMED if confirmed else Hypothesis.Status.REJECTED
+    hypothesis.closed_at = timezone.now()
+    hypothesis.save(update_fields=["status", "closed_at"])
+    _timeline(
+        incident,
+        kind=TimelineEntry.Kind.HYPOTHESIS,
+        text=f"Hypothesis {hypothesis.status}: {hypothesis.statement}",
+        actor=actor,
+        data={"hypothesis": hypothesis.pk, "status": hypothesis.status},
+    )
+    _ledger(
+        incident,
+        f"incident.hypothesis_{hypothesis.status}",
+        actor,
+        {"statement": hypothesis.statement},
+    )
+    incident_publish(incident=incident, event="incident.hypothesis")
+    return hypothesis
+
+
+@transaction.atomic
+def change_start(
+    *,
+    incident_id: int,
+    description: str,
+    expected_effect: str,
+    revert_plan: str,
+    actor: AbstractBaseUser,
+    flag_key: str = "",
+    flag_changes: dict[str, Any] | None = None,
+) -> Change:
+    """Start the one change under the open hypothesis. It needs its expected effect and its revert
+    before it starts; a second change waits until the first is verified. A flag change is made
+    here, so its revert is the flag's previous version."""
+    incident = _lock(incident_id)
+    _require_command(incident, actor, "make changes")
+    description, expected_effect = (description or "").strip(), (expected_effect or "").strip()
+    revert_plan = (revert_plan or "").strip()
+    if not description:
+        raise InvalidInput("describe the change")
+    if not expected_effect:
+        raise InvalidInput("say what effect you expect, so it can be verified")
+    if not revert_plan and not flag_key:
+        raise InvalidInput("every change names its revert before it starts")
+    hypothesis = incident.hypotheses.filter(status=Hypothesis.Status.OPEN).first()
+    if hypothesis is None:
+        raise TransitionRefused("state a hypothesis first: a change tests one")
+    pending = incident.changes.filter(status=Change.Status.IN_PROGRESS).first()
+    if pending is not None:
+        raise TransitionRefused(
+            f"change “{pending.description}” is in progress: verify it (hold or revert) before "
+            "starting another"
+        )
+    flag = version = None
+    if flag_key:
+        flag = Flag.objects.filter(key=flag_key).first()
+        if flag is None:
+            raise InvalidInput(f"no flag {flag_key!r}")
+        _require(actor, "rollouts.flip_flag", "flip flags")
+        before = flag.current_id
+        version = flag_change(
+            flag_key=flag_key,
+            changes=flag_changes or {},
+            actor=actor,
+            reason=f"INC-{incident.pk}: {description}"[:300],
+            source="incident",
+        )
+        if version.pk == before:
+            raise InvalidInput(
+                f"{flag_key} already has those settings (v{version.number}): the change would "
+                "change nothing"
+            )
+        revert_plan = revert_plan or f"restore {flag_key} v{version.number - 1}"
+        incident.flags.add(flag)
+    change = Change.objects.create(
+        incident=incident,
+        hypothesis=hypothesis,
+        description=description[:500],
+        expected_effect=expected_effect[:500],
+        revert_plan=revert_plan[:500],
+        flag=flag,
+        flag_version=version,
+        started_by=actor,
+    )
+    _timeline(
+        incident,
+        kind=TimelineEntry.Kind.CHANGE,
+        text=f"Change: {description} — expect: {expected_effect} — revert: {revert_plan}",
+        actor=actor,
+        data={
+            "change": change.pk,
+            **({"flag": flag_key, "version": version.number} if version else {}),
+        },
+    )
+    _ledger(
+        incident,
+        "incident.change_started",
+        actor,
+        {"change": change.pk, "description": description, "revert": revert_plan},
+    )
+    incident_publish(incident=incident, event="incident.change")
+    return change
+
+
+@transaction.atomic
+def change_verify(
+    *, incident_id: int, change_id: int, better: bool, actor: AbstractBaseUser, note: str = ""
+) -> Change:
+    """Better: hold the change. Not better: revert it now (a flag goes back to the version before
+    the change; anything else is marked reverted for the commander to carry out its revert)."""
+    incident = _lock(incident_id)
+    _require_command(incident, actor, "verify changes")
+    change = incident.changes.select_related("flag", "flag_version").filter(pk=change_id).first()
+    if change is None:
+        raise InvalidInput(f"INC-{incident.pk} has no change {change_id}")
+    if change.status != Change.Status.IN_PROGRESS:
+        who = change.verified_by.get_username() if change.verified_by else "someone"
+        raise TransitionRefused(f"that change was already {change.get_status_display()} by {who}")
+    change.status = Change.Status.HELD if better else Change.Status.REVERTED
+    change.verified_by, change.verified_at = actor, timezone.now()
+    change.verification_note = (note or "").strip()[:500]
+    change.save(update_fields=["status", "verified_by", "verified_at", "verification_note"])
+    restored = None
+    if not better and change.flag_version is not None:
+        # Only the version this change made is undone: if someone changed the flag since, the
+        # flag service refuses and names them, rather than silently overwriting their change.
+        restored = flag_revert(
+            flag_key=change.flag.key,
+            seen_version=change.flag_version.number,
+            actor=actor,
+            reason=f"INC-{incident.pk}: not better, reverting “{change.description}”"[:300],
+            source="incident",
+        )
+    verdict = "better: holding" if better else "not better: reverted"
+    _timeline(
+        incident,
+        kind=TimelineEntry.Kind.VERIFICATION if better else TimelineEntry.Kind.REVERT,
+        text=f"{change.description} — {verdict}"
+        + (f" (flag {change.flag.key} back to v{restored.number})" if restored else "")
+        + (f": {change.verification_note}" if change.verification_note else ""),
+        actor=actor,
+        data={"change": change.pk, "better": better},
+    )
+    _ledger(
+        incident,
+        "incident.change_held" if better else "incident.change_reverted",
+        actor,
+        {"change": change.pk, "description": change.description, "note": note},
+    )
+    incident_publish(incident=incident, event="incident.change")
+    return change
+
+
+@transaction.atomic
+def incident_flag_revert(
+    *, incident_id: int, flag_key: str, seen_version: int, actor: AbstractBaseUser
+) -> Any:
+    """One click: the flag goes back to the version before the one the person saw. Concurrent
+    clicks revert once; the others are told who reverted (the flag service refuses them)."""
+    incident = _lock(incident_id)
+    # A commander may revert any flag; a TPM the flags their plans' steps ramp.
+    plan_flag = Step.objects.filter(flag__key=flag_key).exists()
+    if not (actor.has_perm("incidents.command") or plan_flag):
+        _require(actor, "incidents.command", "revert flags that no plan step owns")
+    _require(actor, "rollouts.flip_flag", "flip flags")
+    if not incident.is_open:
+        raise TransitionRefused(
+            f"INC-{incident.pk} is {incident.status}: reverting flags is closed"
+        )
+    version = flag_revert(
+        flag_key=flag_key,
+        seen_version=seen_version,
+        actor=actor,
+        reason=f"INC-{incident.pk}: one-click revert from the incident console",
+        source="incident",
+    )
+    incident.flags.add(version.flag)
+    _timeline(
+        incident,
+        kind=TimelineEntry.Kind.FLAG,
+        text=f"{flag_key} reverted v{seen_version} → v{version.number}",
+        actor=actor,
+        data={"flag": flag_key, "from": seen_version, "to": version.number},
+    )
+    _ledger(incident, "incident.flag_reverted", actor, {"flag": flag_key, "to": version.number})
+    incident_publish(incident=incident, event="incident.flag")
+    return version
+
+
+@transaction.atomic
+def break_glass_flip(*, incident_id: int, switch_id: int, on: bool, actor: AbstractBaseUser) -> Any:
+    """A pre-authorized kill switch: no approval, loudly recorded on the timeline and the ledger."""
+    incident = _lock(incident_id)
+    if not incident.is_open:
+        raise TransitionRefused(f"INC-{incident.pk} is {incident.status}: break-glass is closed")
+    switch = BreakGlassSwitch.objects.select_related("flag").filter(pk=switch_id).first()
+    if switch is None:
+        raise InvalidInput(f"no break-glass switch {switch_id}")
+    allowed = (
+        actor.has_perm("incidents.break_glass") or switch.allowed_users.filter(pk=actor.pk).exists()
+    )
+    if not allowed:
+        raise TransitionRefused(f"{actor.get_username()} is not authorized for “{switch.label}”")
+    version = flag_change(
+        flag_key=switch.flag.key,
+        changes={"enabled": on, "rollout_percentage": 100 if on else 0},
+        actor=actor,
+        reason=f"BREAK-GLASS during INC-{incident.pk}: {switch.label} {'on' if on else 'off'}",
+        source="incident",
+    )
+    incident.flags.add(switch.flag)
+    _timeline(
+        incident,
+        kind=TimelineEntry.Kind.BREAK_GLASS,
+        text=f"BREAK-GLASS: {switch.label} turned {'ON' if on else 'OFF'} by {_who(actor)} "
+        f"({switch.flag.key} v{version.number})",
+        actor=actor,
+        data={"flag": switch.flag.key, "on": on, "version": version.number},
+    )
+    _ledger(
+        incident,
+        "incident.break_glass",
+        actor,
+        {"switch": switch.label, "flag": switch.flag.key, "on": on, "version": version.number},
+    )
+    incident_publish(incident=incident, event="incident.break_glass")
+    return version
+
+
+@transaction.atomic
+def action_item_add(
+    *, incident_id: int, title: str, owner: str, actor: AbstractBaseUser
+) -> ActionItem:
+    incident = _lock(incident_id)
+    _require(actor, "incidents.narrate", "add action items")
+    title, owner = (title or "").strip(), (owner or "").strip()
+    if not title or not owner:
+        raise InvalidInput("an action item needs a title and an owner")
+    item = ActionItem.objects.create(incident=incident, title=title[:300], owner=owner[:150])
+    _ledger(incident, "incident.action_item", actor, {"title": title, "owner": owner})
+    incident_publish(incident=incident, event="incident.action_item")
+    return item
+
+
+@transaction.atomic
+def incident_system_note(
+    *, incident_id: int, text: str, kind: str = TimelineEntry.Kind.SYSTEM, data: dict | None = None
+) -> TimelineEntry:
+    """Something the platform observed (an alert, a failed verification) on the timeline."""
+    incident = _lock(incident_id)
+    entry = _timeline(
+        incident, kind=kind, text=text, actor=None, author_label="stepwise", data=data
+    )
+    incident_publish(incident=incident, event=f"timeline.{kind}", entry=entry)
+    return entry
+
+
+@transaction.atomic
+def break_glass_define(
+    *, flag_key: str, label: str, actor: AbstractBaseUser | None, allowed: list[str] | None = None
+) -> BreakGlassSwitch:
+    """Pre-authorize a kill-switch flag for incidents, before any incident needs it."""
+    flag = Flag.objects.filter(key=flag_key).first()
+    if flag is None:
+        raise InvalidInput(f"no flag {flag_key!r}")
+    if flag.kind != Flag.Kind.KILL_SWITCH:
+        raise InvalidInput(f"{flag_key} is a {flag.get_kind_display()}, not a kill switch")
+    if not (label or "").strip():
+        raise InvalidInput("say what the switch does, e.g. shed load")
+    users = list(get_user_model().objects.filter(username__in=allowed or []))
+    unknown = sorted(set(allowed or []) - {u.get_username() for u in users})
+    if unknown:
+        raise InvalidInput(f"unknown users: {', '.join(unknown)}")
+    switch, _ = BreakGlassSwitch.objects.update_or_create(
+        flag=flag, defaults={"label": label.strip()[:100]}
+    )
+    switch.allowed_users.set(users)
+    ledger_append(
+        action="break_glass.defined",
+        subject=switch,
+        actor=actor,
+        actor_label=None if actor else "stepwise",
+        payload={"flag": flag_key, "label": label, "allowed": sorted(allowed or [])},
+    )
+    return switch
+
+
+@transaction.atomic
+def postmortem_write(
+    *, incident_id: int, summary: str, impact: str, root_cause: str, actor: AbstractBaseUser
+) -> Incident:
+    """The written parts of the postmortem (the rest is derived from the record)."""
+    incident = _lock(incident_id)
+    _require(actor, "incidents.command", "write the postmortem")
+    if incident.is_open:
+        raise TransitionRefused(f"INC-{incident.pk} is {incident.status}: resolve it first")
+    before = {
+        "summary": incident.summary,
+        "impact": incident.impact,
+        "root_cause": incident.root_cause,
+    }
+    incident.summary, incident.impact = summary.strip(), impact.strip()
+    incident.root_cause = root_cause.strip()
+    incident.save(update_fields=["summary", "impact", "root_cause"])
+    changed = sorted(k for k, v in before.items() if v != getattr(incident, k))
+    _ledger(incident, "incident.postmortem_written", actor, {"changed": changed})
+    return incident
