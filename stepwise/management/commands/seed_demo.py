@@ -1,3 +1,4 @@
+from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
@@ -5,6 +6,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
 from django.db import transaction
+from django.utils import timezone
 
 from accounts.roles import ROLES, roles_sync
 from accounts.services import api_token_create
@@ -181,6 +183,7 @@ class Command(BaseCommand):
             services=["accounts-api", "edge-gateway"],
             plan_keys=["identity-migration"],
             flag_keys=["new-login"],
+            detected_at=timezone.now() - timedelta(minutes=4),
             actor=commander,
         )
         incident_status_change(incident_id=incident.pk, status="investigating", actor=commander)
