@@ -115,6 +115,15 @@ class LiveConsumer(AsyncWebsocketConsumer):
         if self.poller is None:
             self.poller = asyncio.create_task(self._poll())
 
+    async def dispatch(self, message: dict) -> None:
+        # Channels closes stale database connections before every handler, a hop to the one
+        # database thread per client per message. A push carries its HTML and needs no database;
+        # its rare gap fill goes through database_sync_to_async, which does that cleanup itself.
+        if message.get("type") == "stream.event":
+            await self.stream_event(message)
+            return
+        await super().dispatch(message)
+
     async def stream_event(self, message: dict) -> None:
         stream, seq = message["stream"], message["seq"]
         async with self.lock:
