@@ -13,22 +13,18 @@ Usage: python bench/ofrep_bench.py [--duration 15s] [--verbose]   (or: make benc
 
 import argparse
 import json
-import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-PG_ADMIN = "postgres://postgres@127.0.0.1:5432/postgres"
+from served import ROOT, free_port, manage, production_env, psql, stop_and_drop, wait_ready
+
 REDIS = "redis://127.0.0.1:6379/12"
 FLAGS = 20
 
@@ -114,28 +110,6 @@ wrk.path = "/ofrep/v1/evaluate/flags"
 UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _psql(sql: str) -> None:
-    import psycopg
-
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(sql)
-
-
-def _manage(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True
-    )
-    if done.returncode != 0:
-        sys.exit(f"manage.py {args[0]} failed:\n{done.stderr[-3000:]}")
-    return done.stdout
-
-
 def _post(base: str, path: str, token: str, body: dict, etag: str | None = None):
     request = urllib.request.Request(
         base + path,
@@ -152,19 +126,6 @@ def _post(base: str, path: str, token: str, body: dict, etag: str | None = None)
             return response.status, response.headers, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.headers, exc.read()
-
-
-def _wait_up(base: str, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            sys.exit(f"uvicorn exited:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(base + "/healthz", timeout=2):
-                return
-        except OSError:
-            time.sleep(0.3)
-    sys.exit(f"uvicorn not up after 60 s:\n{log.read_text()[-3000:]}")
 
 
 def _ms(text: str) -> float:
@@ -211,27 +172,17 @@ def main() -> None:
 
     database = f"stepwise_bench_{uuid.uuid4().hex[:8]}"
     work = Path(tempfile.mkdtemp(prefix="ofrep-bench-"))
-    env = {
-        **os.environ,
-        "STEPWISE_ENV": "production",
-        "DJANGO_SECRET_KEY": "bench-" + uuid.uuid4().hex * 2,
-        "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
-        "DJANGO_SECURE_SSL_REDIRECT": "0",
-        "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{database}",
-        "REDIS_URL": REDIS,
-        "STEPWISE_VAR_DIR": str(work / "var"),
-        "STEPWISE_LOG_LEVEL": "WARNING",
-    }
-    _psql(f'CREATE DATABASE "{database}"')
+    env = production_env(database=database, work=work, redis_url=REDIS)
+    psql(f'CREATE DATABASE "{database}"')
     process = None
     try:
-        _manage(env, "migrate", "--noinput")
-        _manage(env, "collectstatic", "--noinput")
-        token = json.loads(_manage(env, "shell", "-c", SEED % {"flags": FLAGS}).splitlines()[-1])[
+        manage(env, "migrate", "--noinput")
+        manage(env, "collectstatic", "--noinput")
+        token = json.loads(manage(env, "shell", "-c", SEED % {"flags": FLAGS}).splitlines()[-1])[
             "token"
         ]
 
-        port = _free_port()
+        port = free_port()
         base = f"http://127.0.0.1:{port}"
         log = work / "uvicorn.log"
         with log.open("w") as out:
@@ -243,7 +194,7 @@ def main() -> None:
                 ],
                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
-        _wait_up(base, process, log)
+        wait_ready(base, process, log, path="/healthz", timeout=60)
 
         context = {"context": {"targetingKey": "steady-user", "country": "NL"}}
         status, headers, body = _post(base, "/ofrep/v1/evaluate/flags", token, context)
@@ -291,19 +242,13 @@ def main() -> None:
         print(
             f"bulk {verdict} the target (>= 2,500 req/s, p99 <= 40 ms; Unleash: 2,372 req/s, p99 44.8 ms)"
         )
-        held = _manage(
+        held = manage(
             env, "shell", "-c",
             "from rollouts.models import FlagConsumer; print(FlagConsumer.objects.get(name='bench').held_revision)",
         ).strip()  # fmt: skip
         print(f"consumer 'bench' holds revision {held.splitlines()[-1]}")
     finally:
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        _psql(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        stop_and_drop(process, database=database)
         shutil.rmtree(work, ignore_errors=True)
 
 
