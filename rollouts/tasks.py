@@ -15,6 +15,15 @@ from rollouts.verification_spec import stored_measurements
 from signals.measurements import retry_delay_seconds, source_retry_allowed
 
 MAX_SOURCE_RETRIES = 3
+URGENT_QUEUE = "urgent"
+
+
+def task_route(name: str, args: tuple, kwargs: dict, options: dict, **_: object) -> dict | None:
+    """Celery router: an evaluation triggered by a breaching sample goes to the urgent queue."""
+    trigger = args[1] if len(args) > 1 else kwargs.get("trigger")
+    if name == "rollouts.tasks.verification_evaluate" and trigger == "ingest":
+        return {"queue": URGENT_QUEUE}
+    return None
 
 
 @shared_task(name="rollouts.tasks.verifications_tick", ignore_result=True)

@@ -1,13 +1,12 @@
 """Evaluating verifications and convergence predicates, and acting on their verdicts.
 
 Reading metrics is I/O and happens outside any transaction (`verification_measure`); recording
-the verdict locks the verification row, so a duplicate or late task can never act twice
+the verdict locks the plan, then the run, so a duplicate or late task can never act twice
 (`evaluation_record`). The on-fail action runs in the same transaction as the evaluation that
 failed the run, and the run's status changes exactly once under that lock: one failing
 evaluation, one action.
 """
 
-import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -40,8 +39,6 @@ from signals.measurements import (
 )
 from signals.prometheus import PrometheusError
 from signals.selectors import QueryInvalid
-
-logger = logging.getLogger(__name__)
 
 # Sent after a step failed with on_fail "fail_and_page" (the incident console subscribes).
 step_paged = django.dispatch.Signal()
