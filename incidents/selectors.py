@@ -78,11 +78,16 @@ def narration_due(incident: Incident, *, now=None) -> dict[str, Any] | None:
     return {"minutes": int(silent.total_seconds() // 60), "limit": incident.narration_minutes}
 
 
+def recent_timeline(incident: Incident) -> list[TimelineEntry]:
+    """The last TIMELINE_SHOWN entries, oldest first."""
+    newest = incident.timeline.select_related("corrects").order_by("-seq")[:TIMELINE_SHOWN]
+    return list(reversed(newest))
+
+
 def console_live_context(*, incident_id: int) -> dict[str, Any]:
     """The live parts of the console, rendered once for every open browser."""
     incident = Incident.objects.prefetch_related("roles__user").get(pk=incident_id)
-    timeline = list(incident.timeline.select_related("corrects").order_by("-seq")[:TIMELINE_SHOWN])
-    timeline.reverse()
+    timeline = recent_timeline(incident)
     flags = list(
         Flag.objects.filter(incidents=incident)
         .select_related("current", "current__author")
@@ -110,9 +115,15 @@ def console_live_context(*, incident_id: int) -> dict[str, Any]:
 
 
 def incident_as_dict(incident: Incident) -> dict[str, Any]:
-    """The API's view of an incident."""
-    context = console_live_context(incident_id=incident.pk)
-    commander = context["commander"]
+    """The API's view of an incident: the console's state without rendering the console."""
+    incident = Incident.objects.prefetch_related("roles__user").get(pk=incident.pk)
+    timeline = recent_timeline(incident)
+    context = {
+        "hypothesis": incident.hypotheses.filter(status=Hypothesis.Status.OPEN).first(),
+        "change": incident.changes.filter(status=Change.Status.IN_PROGRESS).first(),
+        "timeline": timeline,
+    }
+    commander = commander_of(incident)
     return {
         "id": incident.pk,
         "title": incident.title,

@@ -227,9 +227,11 @@ def _commander(incident: Incident) -> RoleAssignment | None:
     ).first()
 
 
-def _require_command(incident: Incident, actor: AbstractBaseUser | None, doing: str) -> None:
+def _require_command(
+    incident: Incident, actor: AbstractBaseUser | None, doing: str, *, closed_ok: bool = False
+) -> None:
     _require(actor, "incidents.command", doing)
-    if not incident.is_open and doing != "change the incident's status":
+    if not incident.is_open and not closed_ok:
         raise TransitionRefused(f"INC-{incident.pk} is {incident.status}: reopen it to {doing}")
 
 
@@ -240,7 +242,7 @@ def incident_status_change(
     """declared → investigating → mitigated → resolved → postmortem (mitigated and resolved may
     reopen). Resolving is refused while a change is in progress: verify it first."""
     incident = _lock(incident_id)
-    _require_command(incident, actor, "change the incident's status")
+    _require_command(incident, actor, "change the incident's status", closed_ok=True)
     if status not in Incident.Status.values:
         raise InvalidInput(f"unknown status {status!r}")
     if status not in Incident.TRANSITIONS[incident.status]:

@@ -19,10 +19,9 @@ from rollouts.services import InvalidInput, TransitionRefused
 from rollouts.views import form_action
 
 
-@require_GET
-def incident_list(request: HttpRequest) -> HttpResponse:
-    status = request.GET.get("status", "open")
-    severity = request.GET.get("severity", "")
+def _list_page(
+    request: HttpRequest, *, status: str, severity: str, form: forms.DeclareForm, code: int = 200
+) -> HttpResponse:
     incidents = selectors.incident_list(status=status, severity=severity)
     durations = incident_durations(incidents)
     return render(
@@ -36,8 +35,19 @@ def incident_list(request: HttpRequest) -> HttpResponse:
             "severity": severity,
             "statuses": ["open", "all", *Incident.Status.values],
             "severities": Incident.Severity.choices,
-            "form": forms.DeclareForm(),
+            "form": form,
         },
+        status=code,
+    )
+
+
+@require_GET
+def incident_list(request: HttpRequest) -> HttpResponse:
+    return _list_page(
+        request,
+        status=request.GET.get("status", "open"),
+        severity=request.GET.get("severity", ""),
+        form=forms.DeclareForm(),
     )
 
 
@@ -61,18 +71,7 @@ def incident_declare(request: HttpRequest) -> HttpResponse:
             form.add_error(None, str(exc))
         else:
             return redirect("incident-console", incident_id=incident.pk)
-    return render(
-        request,
-        "incidents/incident_list.html",
-        {
-            "incidents": selectors.incident_list(status="open"),
-            "status": "open",
-            "statuses": ["open", "all", *Incident.Status.values],
-            "severities": Incident.Severity.choices,
-            "form": form,
-        },
-        status=400,
-    )
+    return _list_page(request, status="open", severity="", form=form, code=400)
 
 
 @require_GET
