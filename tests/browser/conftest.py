@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.serving import ROOT, served
 
@@ -15,6 +16,10 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 DEMO_PASSWORD = "stepwise-demo"
+# A live push crosses the served app, its workers, the channel layer and the browser on a 2-core CI
+# machine that is also running PostgreSQL and this suite: Playwright's 5 s default is too tight
+# there (a push once took longer), and a genuine miss still fails, only later.
+expect.set_options(timeout=15_000)
 
 
 @pytest.fixture(scope="session")
