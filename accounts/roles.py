@@ -14,7 +14,12 @@ ROLE_WRITES: dict[str, tuple[str, ...]] = {
         "incidents.break_glass",
         "rollouts.flip_flag",
     ),
-    "tpm": ("ledger.record_entry", "rollouts.manage_plan", "rollouts.flip_flag"),
+    "tpm": (
+        "ledger.record_entry",
+        "rollouts.manage_plan",
+        "rollouts.flip_flag",
+        "signals.manage_slo",
+    ),
 }
 ROLES = tuple(ROLE_WRITES)
 

@@ -70,6 +70,13 @@ class RoleForm(forms.Form):
     )
 
 
+class DecisionForm(forms.Form):
+    label = forms.CharField(max_length=100)
+    believed = forms.CharField(max_length=2000)
+    observed = forms.CharField(max_length=2000)
+    why = forms.CharField(max_length=2000)
+
+
 class ActionItemForm(forms.Form):
     title = forms.CharField(max_length=300)
     owner = forms.CharField(max_length=150)

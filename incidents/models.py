@@ -25,6 +25,7 @@ class Incident(models.Model):
         API = "api"
         ALERTMANAGER = "alertmanager"
         VERIFICATION = "verification", "failed step verification"
+        SLO = "slo", "SLO burn-rate alert"
 
     # A mitigated incident can flare up again; a resolved one can be reopened.
     TRANSITIONS: dict[str, set[str]] = {
@@ -47,6 +48,14 @@ class Incident(models.Model):
     plans = models.ManyToManyField("rollouts.Plan", blank=True, related_name="incidents")
     steps = models.ManyToManyField("rollouts.Step", blank=True, related_name="incidents")
     flags = models.ManyToManyField("rollouts.Flag", blank=True, related_name="incidents")
+    slo_alert = models.ForeignKey(
+        "signals.SLOAlert",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="incidents",
+        help_text="the burn-rate alert this incident was declared from",
+    )
     narration_minutes = models.PositiveIntegerField(
         null=True, blank=True, help_text="remind the commander after this much silence"
     )
@@ -126,6 +135,7 @@ class TimelineEntry(models.Model):
         ALERT = "alert"
         ROLE = "role"
         SYSTEM = "system"
+        DECISION = "decision"
 
     SYSTEM_KINDS = {"alert", "system", "role"}
 

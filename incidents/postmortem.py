@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from incidents.models import Incident, RoleAssignment
 from ledger.models import LedgerEntry
-from rollouts.models import FlagVersion
+from rollouts.models import Decision, FlagVersion
 
 TO_BE_WRITTEN = "to be written"
 NOT_REACHED = "—"
@@ -225,6 +225,20 @@ def postmortem_build(incident: Incident) -> dict[str, Any]:
             }
             for e in ledger
         ],
+        "decisions": [
+            {
+                "id": d.pk,
+                "label": d.label,
+                "believed": d.believed,
+                "observed": d.observed,
+                "why": d.why,
+                "by": d.author.get_username(),
+                "at": d.created_at,
+            }
+            for d in Decision.objects.filter(incident_id=incident.pk)
+            .select_related("author")
+            .order_by("pk")
+        ],
         "action_items": [
             {"title": a.title, "owner": a.owner, "done": a.done, "created_at": a.created_at}
             for a in incident.action_items.order_by("created_at", "pk")
@@ -399,6 +413,14 @@ def postmortem_markdown(data: dict[str, Any]) -> str:
         + (f": {e['details']}" if e["details"] else "")
         for e in data["ledger"]
     ] or ["- none"]
+    out.append("")
+
+    out += ["## Decisions", ""]
+    out += [
+        f"- #{d['id']} **{d['label']}** ({d['by']}, {_at(d['at'])}): believed "
+        f"{d['believed']}; observed {d['observed']}; because {d['why']}"
+        for d in data["decisions"]
+    ] or ["- none recorded"]
     out.append("")
 
     out += ["## Action items", ""]

@@ -16,7 +16,7 @@ from incidents.models import (
     TimelineEntry,
 )
 from ledger.models import LedgerEntry
-from rollouts.models import Flag, Step
+from rollouts.models import Decision, Flag, Step
 
 TIMELINE_SHOWN = 300
 # "What changed?" looks this far back from detection.
@@ -108,6 +108,9 @@ def console_live_context(*, incident_id: int) -> dict[str, Any]:
         "flags": flags,
         "switches": list(BreakGlassSwitch.objects.select_related("flag", "flag__current")),
         "alerts": list(incident.alerts.all()),
+        "decisions": list(
+            Decision.objects.filter(incident_id=incident.pk).select_related("author").order_by("pk")
+        ),
         "what_changed": what_changed(incident),
         "narration_due": narration_due(incident),
         "live": True,

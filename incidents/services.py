@@ -23,9 +23,12 @@ from incidents.models import (
 )
 from ledger.services import ledger_append
 from live.broadcast import stream_publish
-from rollouts.models import Flag, Plan, Step
+from rollouts.models import Decision, Flag, Plan, Step
 from rollouts.services import InvalidInput, TransitionRefused
+from rollouts.services.decisions import decision_record
 from rollouts.services.flags import flag_change, flag_revert
+from signals.measurements import duration_text
+from signals.models import SLOAlert
 
 MAX_NARRATION = 2_000
 
@@ -124,6 +127,7 @@ def incident_declare(
     step_ids: list[int] | None = None,
     flag_keys: list[str] | None = None,
     actor_label: str = "",
+    slo_alert_id: int | None = None,
 ) -> Incident:
     """Open an incident. The person who declares it commands it until they hand over."""
     title = (title or "").strip()
@@ -155,6 +159,7 @@ def incident_declare(
         declared_at=now,
         declared_by=actor,
         narration_minutes=Incident.NARRATION_MINUTES[severity],
+        slo_alert_id=slo_alert_id,
     )
     incident.plans.set(plans)
     incident.flags.set(flags)
@@ -622,6 +627,40 @@ def action_item_add(
 
 
 @transaction.atomic
+def incident_decision_record(
+    *,
+    incident_id: int,
+    label: str,
+    believed: str,
+    observed: str,
+    why: str,
+    actor: AbstractBaseUser,
+) -> Decision:
+    """A call made in the incident (e.g. "fail over to eu-west"), in the decision log, the ledger
+    (by `decision_record`) and on the timeline."""
+    incident = _lock(incident_id)
+    _require(actor, "incidents.command", "record incident decisions")
+    decision = decision_record(
+        actor=actor,
+        incident_id=incident.pk,
+        decided=Decision.Decided.OTHER,
+        label=label,
+        believed=believed,
+        observed=observed,
+        why=why,
+    )
+    _timeline(
+        incident,
+        kind=TimelineEntry.Kind.DECISION,
+        text=f"Decision #{decision.pk}: {decision.label} — {decision.why}",
+        actor=actor,
+        data={"decision": decision.pk},
+    )
+    incident_publish(incident=incident, event="incident.decision")
+    return decision
+
+
+@transaction.atomic
 def incident_system_note(
     *, incident_id: int, text: str, kind: str = TimelineEntry.Kind.SYSTEM, data: dict | None = None
 ) -> TimelineEntry:
@@ -684,3 +723,45 @@ def postmortem_write(
     changed = sorted(k for k, v in before.items() if v != getattr(incident, k))
     _ledger(incident, "incident.postmortem_written", actor, {"changed": changed})
     return incident
+
+
+SLO_ALERT_SEVERITY = {
+    SLOAlert.Severity.PAGE: Incident.Severity.SEV2,
+    SLOAlert.Severity.TICKET: Incident.Severity.SEV3,
+}
+
+
+def incident_declare_from_slo_alert(
+    *, alert_id: int, actor: AbstractBaseUser
+) -> tuple[Incident, bool]:
+    """Declare the incident for a burn-rate alert, or return the open one already declared for it
+    (a second click, or a second person). Returns the incident and whether it is new."""
+    with transaction.atomic():
+        alert = (
+            SLOAlert.objects.select_for_update(of=("self",))
+            .select_related("slo")
+            .filter(pk=alert_id)
+            .first()
+        )
+        if alert is None:
+            raise InvalidInput(f"no SLO alert with id {alert_id}")
+        existing = Incident.objects.filter(slo_alert=alert, status__in=Incident.OPEN).first()
+        if existing is not None:
+            return existing, False
+        slo = alert.slo
+        rule = f"{duration_text(alert.long_window_seconds)} and {duration_text(alert.short_window_seconds)}"
+        incident = incident_declare(
+            title=f"{slo.title} burning its error budget at {alert.long_burn_rate:.1f}x",
+            severity=SLO_ALERT_SEVERITY[alert.severity],
+            summary=(
+                f"Burn-rate {alert.severity} alert: over {rule} the error rate burned the budget of "
+                f"{slo.name} faster than {alert.burn_rate_threshold:g}x "
+                f"({alert.long_burn_rate:.1f}x and {alert.short_burn_rate:.1f}x)."
+            ),
+            services=[slo.service],
+            detected_at=alert.opened_at,
+            source=Incident.Source.SLO,
+            actor=actor,
+            slo_alert_id=alert.pk,
+        )
+        return incident, True

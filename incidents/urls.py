@@ -29,6 +29,11 @@ urlpatterns = [
     path("incidents/<int:incident_id>/handover", views.handover, name="incident-handover"),
     path("incidents/<int:incident_id>/roles", views.role_assign, name="incident-role"),
     path(
+        "incidents/<int:incident_id>/decisions",
+        views.incident_decision,
+        name="incident-decision",
+    ),
+    path(
         "incidents/<int:incident_id>/action-items",
         views.action_item_add,
         name="incident-action-item",

@@ -271,6 +271,20 @@ def action_item_add(request: HttpRequest, incident_id: int) -> HttpResponse:
     )
 
 
+@require_POST
+@permission_required("incidents.command", raise_exception=True)
+def incident_decision(request: HttpRequest, incident_id: int) -> HttpResponse:
+    return _console_action(
+        request,
+        incident_id,
+        forms.DecisionForm(request.POST),
+        lambda d: services.incident_decision_record(
+            incident_id=incident_id, actor=request.user, **d
+        ),
+        "decision recorded",
+    )
+
+
 @require_GET
 def incident_postmortem(request: HttpRequest, incident_id: int) -> HttpResponse:
     incident = selectors.incident_get(incident_id=incident_id)

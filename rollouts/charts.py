@@ -119,12 +119,16 @@ def dependency_graph(steps: list[Step], deps: dict[int, list[int]]) -> go.Figure
 
 
 def figure_html(fig: go.Figure, *, div_id: str) -> str:
-    return fig.to_html(
+    html = fig.to_html(
         full_html=False,
         include_plotlyjs=False,
         div_id=div_id,
         config={"displayModeBar": False, "responsive": True},
     )
+    # Plotly adds `js-plotly-plot` (which stacks its svg layers) when it draws; an htmx swap of a
+    # pushed chart restores the markup's classes after the draw, dropping it, and the layers then
+    # spill over the page and swallow clicks. Present from the start, nothing can take it away.
+    return html.replace('class="plotly-graph-div"', 'class="plotly-graph-div js-plotly-plot"', 1)
 
 
 CANARY_MAX_PANELS = 6

@@ -14,6 +14,10 @@ class Plan(models.Model):
         COMPLETED = "completed"
         KILLED = "killed"
 
+    class AssumptionPolicy(models.TextChoices):
+        WARN = "warn", "warn: starting before the top assumption is probed is recorded"
+        REFUSE = "refuse", "refuse: probe the top assumption before any other step starts"
+
     TRANSITIONS: dict[str, set[str]] = {
         "draft": {"active", "killed"},
         "active": {"paused", "completed", "killed"},
@@ -30,6 +34,12 @@ class Plan(models.Model):
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.DRAFT)
     spec_digest = models.CharField(
         max_length=64, blank=True, help_text="hash of the last applied plan file"
+    )
+    assumption_policy = models.CharField(
+        max_length=8,
+        choices=AssumptionPolicy.choices,
+        default=AssumptionPolicy.WARN,
+        help_text="what starting a non-probe step does while the top-ranked assumption is untested",
     )
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
@@ -275,6 +285,22 @@ class Step(models.Model):
         blank=True,
         help_text="per-target convergence predicate: a measurement with {target} and a condition",
     )
+    budget_slo = models.ForeignKey(
+        "signals.SLO",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="gated_steps",
+        help_text="error budget gate: the SLO whose remaining budget the step needs",
+    )
+    budget_min_remaining = models.DecimalField(
+        max_digits=5,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0), MaxValueValidator(100)],
+        help_text="percent of the budget that must be left, strictly more, for the step to start",
+    )
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     targets = models.ManyToManyField(Target, through="StepTarget", related_name="steps")
@@ -285,6 +311,11 @@ class Step(models.Model):
             models.UniqueConstraint(fields=["plan", "key"], name="step_key_unique_per_plan"),
             models.UniqueConstraint(
                 fields=["plan", "position"], name="step_position_unique_per_plan"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(budget_slo__isnull=True, budget_min_remaining__isnull=True)
+                | models.Q(budget_slo__isnull=False, budget_min_remaining__isnull=False),
+                name="step_budget_gate_complete",
             ),
         ]
 
@@ -496,3 +527,140 @@ class VerificationWatch(models.Model):
 
     def __str__(self) -> str:
         return f"{self.verification_id} watches {self.metric}"
+
+
+# Rank = impact x uncertainty, as the database orders by it.
+ASSUMPTION_RANK = models.F("impact") * models.F("uncertainty")
+
+
+class Assumption(models.Model):
+    """A load-bearing belief of a plan, ranked by impact if false x uncertainty, with the cheapest
+    probe that would kill it. A probe step's verification, or a person with evidence, settles it."""
+
+    class Status(models.TextChoices):
+        UNTESTED = "untested"
+        HOLDING = "holding"
+        FALSIFIED = "falsified"
+
+    SCORE_MIN, SCORE_MAX = 1, 5
+
+    plan = models.ForeignKey(Plan, on_delete=models.CASCADE, related_name="assumptions")
+    statement = models.TextField(help_text="what must be true for the plan to work")
+    impact = models.PositiveSmallIntegerField(
+        validators=[MinValueValidator(SCORE_MIN), MaxValueValidator(SCORE_MAX)],
+        help_text="how bad it is for the plan if this is false, 1 (barely) to 5 (fatal)",
+    )
+    uncertainty = models.PositiveSmallIntegerField(
+        validators=[MinValueValidator(SCORE_MIN), MaxValueValidator(SCORE_MAX)],
+        help_text="how unsure we are that it holds, 1 (near certain) to 5 (a guess)",
+    )
+    probe = models.TextField(help_text="the cheapest test that would show it false")
+    probe_cost = models.CharField(
+        max_length=100, blank=True, help_text='what the probe costs, e.g. "2 days"'
+    )
+    # Removing an unstarted probe step from the plan file unlinks it; the assumption stays.
+    probe_step = models.ForeignKey(
+        Step,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="probed_assumptions",
+        help_text="a step of the plan whose verification decides the assumption",
+    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.UNTESTED)
+    evidence = models.TextField(blank=True)
+    evidence_evaluation = models.ForeignKey(
+        Evaluation, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    status_changed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    status_changed_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = [ASSUMPTION_RANK.desc(), "-impact", "created_at", "pk"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(impact__gte=1, impact__lte=5), name="assumption_impact_1_to_5"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(uncertainty__gte=1, uncertainty__lte=5),
+                name="assumption_uncertainty_1_to_5",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.statement[:60]} (rank {self.rank}, {self.status})"
+
+    @property
+    def rank(self) -> int:
+        return self.impact * self.uncertainty
+
+
+class Decision(models.Model):
+    """One adapt / persist / kill call on a plan (or a call in an incident): what we believed,
+    what reality showed, what we decided and why. Append-only: a correction is a new decision
+    that `corrects` the old one; nothing updates a row after it is written."""
+
+    class Decided(models.TextChoices):
+        ADAPT = "adapt"
+        PERSIST = "persist"
+        KILL = "kill"
+        OTHER = "other", "other (see label)"
+
+    DECISIVE_QUESTION = "Knowing what we know now, would we choose this plan from scratch today?"
+
+    plan = models.ForeignKey(
+        Plan, null=True, blank=True, on_delete=models.PROTECT, related_name="decisions"
+    )
+    step = models.ForeignKey(
+        Step, null=True, blank=True, on_delete=models.PROTECT, related_name="decisions"
+    )
+    # `incidents` sits above `rollouts`, so the incident is referenced by id only.
+    incident_id = models.PositiveIntegerField(null=True, blank=True, db_index=True)
+    believed = models.TextField(help_text="what we believed")
+    observed = models.TextField(help_text="what reality showed")
+    decided = models.CharField(max_length=10, choices=Decided.choices)
+    label = models.CharField(
+        max_length=100, blank=True, help_text="the decision in a few words; required for other"
+    )
+    why = models.TextField()
+    would_choose_again = models.BooleanField(
+        null=True, blank=True, help_text="answer to the decisive question; empty when not answered"
+    )
+    slo = models.ForeignKey(
+        "signals.SLO", null=True, blank=True, on_delete=models.PROTECT, related_name="decisions"
+    )
+    evaluation = models.ForeignKey(
+        Evaluation, null=True, blank=True, on_delete=models.PROTECT, related_name="decisions"
+    )
+    assumption = models.ForeignKey(
+        Assumption, null=True, blank=True, on_delete=models.PROTECT, related_name="decisions"
+    )
+    corrects = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="corrections"
+    )
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="decisions"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(plan__isnull=False) | models.Q(incident_id__isnull=False),
+                name="decision_on_plan_or_incident",
+            ),
+            models.CheckConstraint(
+                condition=~models.Q(decided="other") | ~models.Q(label=""),
+                name="decision_other_needs_label",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"decision {self.pk}: {self.label or self.decided}"

@@ -8,7 +8,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
 
-from rollouts.models import Plan
+from rollouts.models import Decision, Plan
 from rollouts.plan_spec import MAX_TEXT_CHARS, PlanSpecInvalid, plan_export
 from rollouts.services.plan_apply import PlanApplyRefused, PlanApplyResult, plan_apply
 
@@ -27,6 +27,8 @@ class PlanImportForm(forms.Form):
     # What the preview showed; applying uses exactly this text and this base.
     previewed = forms.CharField(required=False, strip=False, widget=forms.HiddenInput)
     base = forms.CharField(required=False, max_length=64, widget=forms.HiddenInput)
+    # The adapt decision this re-plan carries out (the decision page links here with it).
+    decision = forms.IntegerField(required=False, min_value=1, widget=forms.HiddenInput)
 
     def plan_text(self) -> str:
         """The text to preview: an uploaded file wins over the text box."""
@@ -48,9 +50,11 @@ def _render(
     result: PlanApplyResult | None = None,
     errors: list[str] | None = None,
     status: int = 200,
+    decision: Decision | None = None,
 ) -> HttpResponse:
     context = {
         "form": form,
+        "decision": decision or (result.decision if result else None),
         "result": result,
         "errors": errors or [],
         "can_apply": request.user.has_perm("rollouts.manage_plan"),
@@ -67,9 +71,14 @@ def _render(
 @require_http_methods(["GET", "POST"])
 @permission_required("rollouts.view_plan", raise_exception=True)
 def plan_import(request: HttpRequest) -> HttpResponse:
-    """GET: the form. POST action=preview: the diff (nothing written). POST action=apply: write."""
+    """GET: the form (with ?decision=<id>, a re-plan under that adapt decision, the plan's file
+    filled in). POST action=preview: the diff (nothing written). POST action=apply: write."""
     if request.method == "GET":
-        return _render(request, form=PlanImportForm())
+        return (
+            _replan_form(request)
+            if request.GET.get("decision")
+            else _render(request, form=PlanImportForm())
+        )
     form = PlanImportForm(request.POST, request.FILES)
     applying = request.POST.get("action") == "apply"
     if applying and not request.user.has_perm("rollouts.manage_plan"):
@@ -96,6 +105,7 @@ def plan_import(request: HttpRequest) -> HttpResponse:
             actor=request.user,
             dry_run=not applying,
             base_digest=(form.cleaned_data["base"] or None) if applying else None,
+            decision_id=form.cleaned_data["decision"],
         )
     except PlanSpecInvalid as exc:
         return _render(request, form=form, errors=[str(e) for e in exc.errors], status=400)
@@ -104,12 +114,20 @@ def plan_import(request: HttpRequest) -> HttpResponse:
     if not applying:
         # The preview's text and base ride along, so "Apply" writes what was reviewed.
         reviewed = PlanImportForm(
-            initial={"text": text, "previewed": text, "base": result.base_digest}
+            initial={
+                "text": text,
+                "previewed": text,
+                "base": result.base_digest,
+                "decision": form.cleaned_data["decision"],
+            }
         )
         return _render(request, form=reviewed, result=result)
+    under = f" under adapt decision #{result.decision.pk}" if result.decision else ""
     messages.success(
         request,
-        f"Applied plan {result.spec.key}." if result.applied else "No changes: nothing applied.",
+        f"Applied plan {result.spec.key}{under}."
+        if result.applied
+        else "No changes: nothing applied.",
     )
     target = (
         reverse("plan-detail", kwargs={"key": result.plan.key})
@@ -121,6 +139,26 @@ def plan_import(request: HttpRequest) -> HttpResponse:
         response["HX-Redirect"] = target
         return response
     return redirect(target)
+
+
+def _replan_form(request: HttpRequest) -> HttpResponse:
+    """The import form for a re-plan under an adapt decision: the plan's current file to edit."""
+    try:
+        decision_id = int(request.GET["decision"])
+    except ValueError:
+        return _render(
+            request, form=PlanImportForm(), errors=["decision: not a decision id"], status=400
+        )
+    decision = Decision.objects.select_related("plan").filter(pk=decision_id).first()
+    if decision is None or decision.plan is None:
+        return _render(
+            request,
+            form=PlanImportForm(),
+            errors=[f"no plan decision with id {decision_id}"],
+            status=404,
+        )
+    form = PlanImportForm(initial={"text": plan_export(decision.plan), "decision": decision.pk})
+    return _render(request, form=form, decision=decision)
 
 
 @require_GET

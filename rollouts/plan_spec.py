@@ -122,6 +122,22 @@ _STEP_SCHEMA: dict[str, Any] = {
                 "runbook": _text(200, "URL of the runbook (http or https)."),
             },
         },
+        "budget_gate": {
+            "type": "object",
+            "description": "Error budget gate: the step starts only while the SLO has more "
+            "than min_remaining of its error budget left (an SLO without data does not hold it). "
+            "Starting it anyway takes a recorded decision.",
+            "required": ["slo", "min_remaining"],
+            "additionalProperties": False,
+            "properties": {
+                "slo": _slug(63, "Name of the SLO whose error budget the step needs."),
+                "min_remaining": {
+                    "type": ["string", "number"],
+                    "description": 'Share of the budget that must be left, strictly more: "25%" '
+                    "or 25, from 0 to 100, at most two decimals.",
+                },
+            },
+        },
         "convergence": {
             "type": "object",
             "description": "Per-target convergence predicate for a non-flag step: a measurement "
@@ -250,6 +266,7 @@ _CONDITIONAL_REASONS = {
     "service": "deploy steps name the service they ship",
     "on_fail_percentage": "on_fail set_flag_percentage needs the percentage to set",
 }
+_BUDGET_PERCENT = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*%\s*$")
 _FLAG_ACTIONS = {Step.OnFail.SET_FLAG_PERCENTAGE, Step.OnFail.RESTORE_PREVIOUS_FLAG}
 
 
@@ -302,13 +319,15 @@ class StepSpec:
     analysis: dict[str, int] = field(default_factory=dict)
     canary: dict[str, Any] = field(default_factory=dict)
     convergence: dict[str, Any] = field(default_factory=dict)
+    budget_slo: str = ""
+    budget_min_remaining: Decimal | None = None
 
     def canonical(self) -> dict[str, Any]:
         """Order-insensitive where the database is (targets and dependencies are sets)."""
         data = asdict(self)
         data["targets"] = sorted(self.targets)
         data["depends_on"] = sorted(self.depends_on)
-        for name in ("flag_percentage", "on_fail_percentage"):
+        for name in ("flag_percentage", "on_fail_percentage", "budget_min_remaining"):
             data[name] = None if data[name] is None else str(data[name])
         return data
 
@@ -502,7 +521,12 @@ def _schema_errors(data: Any, tree: _Tree) -> None:
             tree.error(path, f"missing required field {name!r}" + (f": {reason}" if reason else ""))
             continue
         if kind == "type":
-            wanted = _TYPE_WORDS.get(str(err.validator_value), str(err.validator_value))
+            types = (
+                err.validator_value
+                if isinstance(err.validator_value, list)
+                else [err.validator_value]
+            )
+            wanted = " or ".join(_TYPE_WORDS.get(str(t), str(t)) for t in types)
             message = f"must be {wanted}, not {_type_name(value)}"
         elif kind == "enum":
             message = f"must be one of {', '.join(map(str, err.validator_value))} (got {value!r})"
@@ -593,6 +617,9 @@ def _semantic_errors(data: Any, tree: _Tree) -> list[str]:
             )
         if isinstance(flag, dict):
             _check_decimals(flag.get("percentage"), (*here, "flag", "percentage"), tree)
+        gate = step.get("budget_gate")
+        if isinstance(gate, dict) and "min_remaining" in gate:
+            _budget_percent(gate["min_remaining"], (*here, "budget_gate", "min_remaining"), tree)
         verification = step.get("verification")
         convergence = step.get("convergence")
         if convergence is not None:
@@ -658,6 +685,31 @@ def _check_decimals(value: Any, path: Path, tree: _Tree) -> None:
         tree.error(path, f"at most two decimals (got {value})")
 
 
+def _budget_percent(
+    value: Any, path: Path | None = None, tree: _Tree | None = None
+) -> Decimal | None:
+    """ "25%", "12.5 %" or 25 -> Decimal 25; None (and an error at `path`) for anything else."""
+    number = None
+    if isinstance(value, str) and (match := _BUDGET_PERCENT.match(value)):
+        number = Decimal(match.group(1))
+    elif not isinstance(value, str):
+        number = _decimal(value)
+    if number is None or not number.is_finite() or not 0 <= number <= 100:
+        # Other types are already reported by the schema.
+        wrong_type = isinstance(value, bool) or not isinstance(value, str | int | float)
+        if tree is not None and path is not None and not wrong_type:
+            tree.error(
+                path,
+                f"must be a percentage from 0 to 100, like 25% or 25 (got {value!r})",
+            )
+        return None
+    if number != number.quantize(Decimal("0.01")):
+        if tree is not None and path is not None:
+            tree.error(path, f"at most two decimals (got {value})")
+        return None
+    return number.quantize(Decimal("0.01"))
+
+
 def _lockstep_errors(
     steps: list[Any], graph: dict[str, list[str]], first_index: dict[str, int], tree: _Tree
 ) -> None:
@@ -710,6 +762,7 @@ def _to_spec(data: dict[str, Any], warnings: list[str]) -> PlanSpec:
             verification_parse(verification) if verification else ({}, None, [])
         )
         convergence = convergence_parse(raw["convergence"])[0] if "convergence" in raw else None
+        gate = raw.get("budget_gate") or {}
         steps.append(
             StepSpec(
                 key=raw["key"].strip(),
@@ -732,6 +785,8 @@ def _to_spec(data: dict[str, Any], warnings: list[str]) -> PlanSpec:
                 analysis=analysis_parse(verification)[0],
                 canary=canary.to_dict() if canary else {},
                 convergence=convergence.to_dict() if convergence else {},
+                budget_slo=_text_value(gate.get("slo")),
+                budget_min_remaining=_budget_percent(gate["min_remaining"]) if gate else None,
             )
         )
     return PlanSpec(
@@ -772,7 +827,7 @@ def plan_spec_parse(text: str) -> PlanSpec:
 def plan_spec_from_plan(plan: Plan) -> PlanSpec:
     """What the stored plan declares, in the same normalized form a parsed file has."""
     steps = list(
-        plan.steps.select_related("flag")
+        plan.steps.select_related("flag", "budget_slo")
         .prefetch_related("depends_on", "step_targets__target")
         .order_by("position")
     )
@@ -810,6 +865,8 @@ def _step_spec(step: Step) -> StepSpec:
         analysis={name: getattr(step, name) for name in ANALYSIS_FIELDS},
         canary=step.canary,
         convergence=step.convergence,
+        budget_slo=step.budget_slo.name if step.budget_slo else "",
+        budget_min_remaining=step.budget_min_remaining,
     )
 
 
@@ -842,6 +899,10 @@ _Dumper.add_representer(
 
 def _number(value: Decimal) -> int | float:
     return int(value) if value == value.to_integral_value() else float(value)
+
+
+def _percent_text(value: Decimal | None) -> str:
+    return f"{(value or Decimal(0)).normalize():f}%"
 
 
 def plan_spec_document(spec: PlanSpec) -> dict[str, Any]:
@@ -883,6 +944,10 @@ def plan_spec_document(spec: PlanSpec) -> dict[str, Any]:
             step["verification"] = verification
         if s.convergence:
             step["convergence"] = s.convergence
+        if s.budget_slo:
+            step["budget_gate"] = _FlowMap(
+                {"slo": s.budget_slo, "min_remaining": _percent_text(s.budget_min_remaining)}
+            )
         steps.append(step)
     body: dict[str, Any] = {}
     if spec.goal:

@@ -1,23 +1,140 @@
 """The ordering rules as pure functions over loaded rows, so the page that greys out a button and
 the service that refuses the click give the same reason."""
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 
-from rollouts.models import Plan, Step
+from rollouts.gates import partner_reason
+from rollouts.models import Assumption, Plan, Step
 
 SATISFIED = {Step.Status.DONE, Step.Status.SKIPPED}
+# How much of a statement or of evidence a reason quotes: enough to recognise it.
+QUOTED_CHARS = 120
+
+
+def _clip(text: str, limit: int = QUOTED_CHARS) -> str:
+    text = " ".join((text or "").split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def decision_needed(assumptions: Iterable[Assumption]) -> list[Assumption]:
+    """The falsified assumptions no decision has answered since they were falsified. Each row
+    carries `decided_at`, the time of the latest decision referencing it, as
+    `rollouts.selectors.assumptions_for_plans` loads them."""
+    return [
+        a
+        for a in assumptions
+        if a.status == Assumption.Status.FALSIFIED
+        and not (
+            (decided_at := getattr(a, "decided_at", None)) is not None
+            and (a.status_changed_at is None or decided_at >= a.status_changed_at)
+        )
+    ]
+
+
+def decision_needed_reason(assumption: Assumption) -> str:
+    """ "decision needed: assumption 'X' was falsified by <evidence>; record adapt, persist or
+    kill": the words the plan banner and a refused start both show."""
+    evidence = _clip(assumption.evidence) or "a person (no evidence recorded)"
+    return (
+        f"decision needed: assumption '{_clip(assumption.statement)}' was falsified by "
+        f"{evidence}; record adapt, persist or kill"
+    )
+
+
+def top_assumption(assumptions: Iterable[Assumption]) -> Assumption | None:
+    """The highest-ranked assumption (rank, then impact, then the oldest), whatever its status."""
+    return min(
+        assumptions,
+        key=lambda a: (-a.rank, -a.impact, a.created_at, a.pk),
+        default=None,
+    )
+
+
+def probe_text(assumption: Assumption) -> str:
+    """ "replay a day of logins against the new IdP (cost 2 days; step probe-idp)"."""
+    extras = []
+    if assumption.probe_cost:
+        extras.append(f"cost {assumption.probe_cost}")
+    if assumption.probe_step_id is not None:
+        extras.append(f"step {assumption.probe_step.key}")
+    text = _clip(assumption.probe) or "none declared"
+    return text + (f" ({'; '.join(extras)})" if extras else "")
+
+
+def top_untested_reason(assumption: Assumption) -> str:
+    """ "probe the top assumption first: 'X' (rank 20) is untested; its probe: …"."""
+    return (
+        f"probe the top assumption first: '{_clip(assumption.statement)}' "
+        f"(rank {assumption.rank}) is untested; its probe: {probe_text(assumption)}"
+    )
+
+
+def _probe_exempt(members: Iterable[Step], top: Assumption) -> bool:
+    """Probe steps start while assumptions are untested: that is how they get tested."""
+    return all(m.kind == Step.Kind.PROBE or m.pk == top.probe_step_id for m in members)
+
+
+def _top_untested(members: list[Step], assumptions: Sequence[Assumption]) -> Assumption | None:
+    top = top_assumption(assumptions)
+    if top is None or top.status != Assumption.Status.UNTESTED or _probe_exempt(members, top):
+        return None
+    return top
+
+
+def assumption_blocker(
+    members: list[Step], *, plan: Plan, assumptions: Sequence[Assumption]
+) -> str | None:
+    """Why the plan's assumptions hold a start of `members` (a step and its lockstep partners):
+    a falsified assumption waiting for a decision holds every step; an untested top assumption
+    holds non-probe steps when the plan's policy is refuse."""
+    if pending := decision_needed(assumptions):
+        return decision_needed_reason(pending[0])
+    if plan.assumption_policy == Plan.AssumptionPolicy.REFUSE and (
+        top := _top_untested(members, assumptions)
+    ):
+        return top_untested_reason(top)
+    return None
+
+
+def start_warning(
+    step: Step, *, plan: Plan, siblings: Iterable[Step], assumptions: Sequence[Assumption]
+) -> str | None:
+    """Under the warn policy, why starting `step` now goes against "probe the top one cheaply
+    first" (shown next to Start, and written into the start's ledger entries), or None."""
+    if plan.assumption_policy != Plan.AssumptionPolicy.WARN:
+        return None
+    if step.status not in {Step.Status.PENDING, Step.Status.READY}:
+        return None
+    top = _top_untested(lockstep_members(step, siblings), assumptions)
+    return top_untested_reason(top) if top else None
 
 
 def start_blocker(
-    step: Step, *, plan: Plan, siblings: Iterable[Step], deps: dict[int, list[int]]
+    step: Step,
+    *,
+    plan: Plan,
+    siblings: Iterable[Step],
+    deps: dict[int, list[int]],
+    budget: Mapping[int, str] | None = None,
+    assumptions: Sequence[Assumption] | None = None,
 ) -> str | None:
     """Why `step` may not start now, or None. `siblings` are all steps of the plan;
-    `deps` maps step id -> ids it depends on."""
+    `deps` maps step id -> ids it depends on; `budget` maps step id -> why its error budget
+    gate holds it (`rollouts.gates.budget_gate_blockers`), checked after every other rule so
+    that an override of the gate can only ever bypass the gate; `assumptions` are the plan's
+    assumptions as `rollouts.selectors.assumptions_for_plans` loads them (None: not checked,
+    for reads that do not show a start)."""
     by_id = {s.pk: s for s in siblings}
     if plan.status != Plan.Status.ACTIVE:
         return f"plan is {plan.status}: only an active plan starts steps"
     if step.status not in {Step.Status.PENDING, Step.Status.READY}:
         return f"step is {step.status}"
+    if assumptions is not None and (
+        held := assumption_blocker(
+            lockstep_members(step, by_id.values()), plan=plan, assumptions=assumptions
+        )
+    ):
+        return held
     if not step.has_verification:
         missing = [
             name
@@ -45,6 +162,9 @@ def start_blocker(
             return f"lockstep partner {member.key} is {member.status}"
         if member.pk != step.pk and not member.has_verification:
             return f"lockstep partner {member.key} has no verification"
+    for member in group or [step]:
+        if reason := (budget or {}).get(member.pk):
+            return reason if member.pk == step.pk else partner_reason(member, reason)
     return None
 
 
@@ -57,13 +177,21 @@ def lockstep_members(step: Step, siblings: Iterable[Step]) -> list[Step]:
 
 
 def action_blockers(
-    step: Step, *, plan: Plan, siblings: list[Step], deps: dict[int, list[int]]
+    step: Step,
+    *,
+    plan: Plan,
+    siblings: list[Step],
+    deps: dict[int, list[int]],
+    budget: Mapping[int, str] | None = None,
+    assumptions: Sequence[Assumption] | None = None,
 ) -> dict[str, str | None]:
     """For each button on a step: None when allowed, else why not."""
     status = step.status
     frozen = None if plan.status == Plan.Status.ACTIVE else f"plan is {plan.status}"
     return {
-        "start": start_blocker(step, plan=plan, siblings=siblings, deps=deps),
+        "start": start_blocker(
+            step, plan=plan, siblings=siblings, deps=deps, budget=budget, assumptions=assumptions
+        ),
         "advance": frozen
         or (
             None

@@ -1,16 +1,40 @@
 """Reads for rollouts pages and APIs, with their joins applied."""
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db.models import Count, Prefetch, Q
+from django.db.models import Count, Max, Prefetch, Q
 from django.shortcuts import get_object_or_404
+from django.urls import reverse
 
 from ledger.models import LedgerEntry
 from rollouts.charts import canary_chart
-from rollouts.models import Deviation, Flag, FlagConsumer, Plan, Step, StepTarget, Verification
-from rollouts.rules import action_blockers, lockstep_members, start_blocker
+from rollouts.gates import blockers_of, budget_gate_blockers, budget_gates
+from rollouts.models import (
+    Assumption,
+    Decision,
+    Deviation,
+    Flag,
+    FlagConsumer,
+    Plan,
+    Step,
+    StepTarget,
+    Verification,
+)
+from rollouts.rules import (
+    action_blockers,
+    decision_needed,
+    decision_needed_reason,
+    lockstep_members,
+    probe_text,
+    start_blocker,
+    start_warning,
+    top_assumption,
+    top_untested_reason,
+)
+from rollouts.thrash import plans_thrashing
 from rollouts.verification_spec import stored_measurements
 from signals.canary import CanaryJudgement
 
@@ -31,6 +55,8 @@ class StepRow:
     blockers: dict[str, str | None]
     targets: list[StepTarget]
     lockstep: list[str] = field(default_factory=list)
+    # Under the warn policy: why starting now goes ahead of probing the top assumption.
+    warning: str | None = None
 
     @property
     def verification(self) -> Verification | None:
@@ -57,7 +83,7 @@ def _deps(*plans: Plan) -> dict[int, list[int]]:
 
 def plan_steps(plan: Plan) -> tuple[list[Step], dict[int, list[int]]]:
     steps = list(
-        plan.steps.select_related("flag", "flag__current")
+        plan.steps.select_related("flag", "flag__current", "budget_slo")
         .prefetch_related(
             Prefetch("step_targets", queryset=StepTarget.objects.select_related("target")),
             Prefetch(
@@ -71,12 +97,100 @@ def plan_steps(plan: Plan) -> tuple[list[Step], dict[int, list[int]]]:
     return steps, _deps(plan)
 
 
-def step_blockers(*, step: Step) -> dict[str, str | None]:
-    """Why each action on one step is refused now (the step page), without rendering the plan."""
-    steps, deps = plan_steps(step.plan)
-    return action_blockers(
-        next(s for s in steps if s.pk == step.pk), plan=step.plan, siblings=steps, deps=deps
+def assumptions_for_plans(plan_ids: Iterable[int]) -> dict[int, list[Assumption]]:
+    """Plan id -> its assumptions ranked, each with `decided_at` (the latest decision that
+    references it) and its probe step: what `rollouts.rules` reads. One query for all plans;
+    every id asked for is in the answer."""
+    ids = list(plan_ids)
+    grouped: dict[int, list[Assumption]] = {pk: [] for pk in ids}
+    rows = (
+        Assumption.objects.filter(plan_id__in=ids)
+        .select_related(
+            "probe_step",
+            "created_by",
+            "status_changed_by",
+            "evidence_evaluation__verification__step",
+        )
+        .annotate(decided_at=Max("decisions__created_at"))
+        # An aggregate drops Meta.ordering from the query: ask for the ranking again.
+        .order_by(*Assumption._meta.ordering)
     )
+    for assumption in rows:
+        grouped[assumption.plan_id].append(assumption)
+    return grouped
+
+
+@dataclass
+class AssumptionRow:
+    assumption: Assumption
+    top: bool
+    needs_decision: str | None
+    evidence_url: str | None
+
+    @property
+    def probe(self) -> str:
+        return probe_text(self.assumption)
+
+
+def _evaluation_url(plan: Plan, evaluation: Any) -> str:
+    step = evaluation.verification.step
+    return reverse("step-detail", args=[plan.key, step.key]) + f"#evaluation-{evaluation.pk}"
+
+
+def assumptions_context(plan: Plan, assumptions: list[Assumption]) -> dict[str, Any]:
+    """The plan page's Assumptions card and "decision needed" banner."""
+    pending = decision_needed(assumptions)
+    top = top_assumption(assumptions)
+    rows = [
+        AssumptionRow(
+            assumption=a,
+            top=top is not None and a.pk == top.pk,
+            needs_decision=decision_needed_reason(a) if a in pending else None,
+            evidence_url=_evaluation_url(plan, a.evidence_evaluation)
+            if a.evidence_evaluation_id
+            else None,
+        )
+        for a in assumptions
+    ]
+    return {
+        "assumption_rows": rows,
+        "decision_needed": [
+            {"assumption": a, "reason": decision_needed_reason(a)} for a in pending
+        ],
+        "top_untested": top_untested_reason(top)
+        if top is not None and top.status == Assumption.Status.UNTESTED
+        else None,
+    }
+
+
+def step_actions(*, step: Step) -> dict[str, Any]:
+    """The step page's actions: why each is refused now, the step's error budget gate read now,
+    and whether a gate is all that holds the start (its own or a lockstep partner's: `held_by`),
+    which is when it may be overridden; and, under the warn policy, the warning a start carries
+    while the top assumption is untested. One `slo_statuses` batch for the plan's gates."""
+    steps, deps = plan_steps(step.plan)
+    loaded = next(s for s in steps if s.pk == step.pk)
+    assumptions = assumptions_for_plans([step.plan_id])[step.plan_id]
+    gates = budget_gates(steps)
+    budget = blockers_of(gates)
+    blockers = action_blockers(
+        loaded, plan=step.plan, siblings=steps, deps=deps, budget=budget, assumptions=assumptions
+    )
+    gate_holds = blockers["start"] is not None and (
+        start_blocker(loaded, plan=step.plan, siblings=steps, deps=deps, assumptions=assumptions)
+        is None
+    )
+    members = lockstep_members(loaded, steps) if gate_holds else []
+    held_by = next((gates[m.pk] for m in members if m.pk in budget), None)
+    return {
+        "blockers": blockers,
+        "gate": gates.get(step.pk),
+        "gate_holds_start": gate_holds,
+        "held_by": held_by,
+        "start_warning": start_warning(
+            loaded, plan=step.plan, siblings=steps, assumptions=assumptions
+        ),
+    }
 
 
 def plan_live_context(*, plan_id: int) -> dict[str, Any]:
@@ -84,13 +198,18 @@ def plan_live_context(*, plan_id: int) -> dict[str, Any]:
     plan = Plan.objects.get(pk=plan_id)
     steps, deps = plan_steps(plan)
     by_id = {s.pk: s for s in steps}
+    budget = budget_gate_blockers(steps)
+    assumptions = assumptions_for_plans([plan.pk])[plan.pk]
     rows = [
         StepRow(
             step=s,
             depends_on=[by_id[d].key for d in deps.get(s.pk, [])],
-            blockers=action_blockers(s, plan=plan, siblings=steps, deps=deps),
+            blockers=action_blockers(
+                s, plan=plan, siblings=steps, deps=deps, budget=budget, assumptions=assumptions
+            ),
             targets=list(s.step_targets.all()),
             lockstep=[m.key for m in lockstep_members(s, steps) if m.pk != s.pk],
+            warning=start_warning(s, plan=plan, siblings=steps, assumptions=assumptions),
         )
         for s in steps
     ]
@@ -110,6 +229,7 @@ def plan_live_context(*, plan_id: int) -> dict[str, Any]:
         "deviations": deviations,
         "graph": graph,
         "paths": plan_paths(plan, steps),
+        **assumptions_context(plan, assumptions),
         "live": True,
     }
 
@@ -151,8 +271,14 @@ def portfolio(*, team: str = "", status: str = "") -> list[dict[str, Any]]:
     plans = list(plans)
     all_deps = _deps(*plans)
     steps_by_plan: dict[int, list[Step]] = defaultdict(list)
-    for step in Step.objects.filter(plan__in=plans).order_by("position"):
+    all_steps = list(
+        Step.objects.filter(plan__in=plans).select_related("budget_slo").order_by("position")
+    )
+    for step in all_steps:
         steps_by_plan[step.plan_id].append(step)
+    budget = budget_gate_blockers(all_steps)
+    assumptions = assumptions_for_plans(p.pk for p in plans)
+    thrashing = plans_thrashing(plans)
     rows = []
     for plan in plans:
         steps = steps_by_plan[plan.pk]
@@ -165,7 +291,16 @@ def portfolio(*, team: str = "", status: str = "") -> list[dict[str, Any]]:
             (s for s in steps if s.status in {Step.Status.PENDING, Step.Status.READY}), None
         )
         blocker = (
-            start_blocker(waiting, plan=plan, siblings=steps, deps=all_deps) if waiting else None
+            start_blocker(
+                waiting,
+                plan=plan,
+                siblings=steps,
+                deps=all_deps,
+                budget=budget,
+                assumptions=assumptions[plan.pk],
+            )
+            if waiting
+            else None
         )
         rows.append(
             {
@@ -177,6 +312,8 @@ def portfolio(*, team: str = "", status: str = "") -> list[dict[str, Any]]:
                 "blocker": blocker,
                 "failed": [s for s in steps if s.status == Step.Status.FAILED],
                 "progress": round(100 * plan.done / plan.total) if plan.total else 0,
+                "thrash": thrashing.get(plan.pk),
+                "decision_needed": bool(decision_needed(assumptions[plan.pk])),
             }
         )
     return rows
@@ -319,3 +456,167 @@ def step_verification_context(*, step_id: int) -> dict[str, Any]:
         "canary_chart": canary_html,
         "latest_canary": latest_canary,
     }
+
+
+# --- the decision log ---------------------------------------------------------------------------
+
+
+@dataclass
+class DecisionRow:
+    decision: Decision
+    # What prompted it, as (kind, label, url): assumption, step, evaluation, SLO, incident.
+    links: list[tuple[str, str, str]]
+    corrected_by: list[int]
+
+    @property
+    def superseded(self) -> bool:
+        return bool(self.corrected_by)
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def decision_links(decision: Decision, *, plan: Plan | None = None) -> list[tuple[str, str, str]]:
+    """What prompted a decision, each as (kind, label, url). Expects the relations loaded
+    (`plan_decisions` does)."""
+    links: list[tuple[str, str, str]] = []
+    plan = plan or decision.plan
+    if decision.assumption_id and plan is not None:
+        a = decision.assumption
+        links.append(
+            (
+                "assumption",
+                f"assumption '{_clip(a.statement)}' ({a.status})",
+                reverse("plan-detail", args=[plan.key]) + f"#assumption-{a.pk}",
+            )
+        )
+    if decision.step_id and plan is not None:
+        links.append(
+            (
+                "step",
+                f"step {decision.step.key}",
+                reverse("step-detail", args=[plan.key, decision.step.key]),
+            )
+        )
+    if decision.evaluation_id and plan is not None:
+        e = decision.evaluation
+        links.append(
+            (
+                "evaluation",
+                f"evaluation {e.verification_id}#{e.sequence} of {e.verification.step.key} "
+                f"({e.outcome})",
+                _evaluation_url(plan, e),
+            )
+        )
+    if decision.slo_id:
+        links.append(("slo", f"SLO {decision.slo.name}", f"/slos/{decision.slo.name}/"))
+    if decision.incident_id:
+        links.append(
+            ("incident", f"incident #{decision.incident_id}", f"/incidents/{decision.incident_id}/")
+        )
+    return links
+
+
+def plan_decisions(*, plan: Plan) -> dict[str, Any]:
+    """The decision page: the plan's decisions oldest first (the direction its path reads, so a
+    correction sits below what it corrects), each with what prompted it and which later entries
+    correct it; beside them the plan's declared and actual path."""
+    decisions = list(
+        plan.decisions.select_related(
+            "author",
+            "step",
+            "assumption",
+            "slo",
+            "evaluation__verification__step",
+            "corrects",
+        ).order_by("created_at", "pk")
+    )
+    corrected_by: dict[int, list[int]] = defaultdict(list)
+    for d in decisions:
+        if d.corrects_id:
+            corrected_by[d.corrects_id].append(d.pk)
+    steps, _ = plan_steps(plan)
+    latest_adapt = next(
+        (
+            d
+            for d in reversed(decisions)
+            if d.decided == Decision.Decided.ADAPT and d.pk not in corrected_by
+        ),
+        None,
+    )
+    return {
+        "plan": plan,
+        "rows": [
+            DecisionRow(
+                decision=d,
+                links=decision_links(d, plan=plan),
+                corrected_by=corrected_by.get(d.pk, []),
+            )
+            for d in decisions
+        ],
+        "paths": plan_paths(plan, steps),
+        "steps": steps,
+        "assumptions": assumptions_for_plans([plan.pk])[plan.pk],
+        "latest_adapt": latest_adapt,
+        "thrash": plans_thrashing([plan]).get(plan.pk),
+    }
+
+
+def _md_text(text: str) -> str:
+    """User text inside a Markdown list item: continuation lines indented under it."""
+    return "\n  ".join(line.rstrip() for line in (text or "").strip().splitlines()) or "—"
+
+
+def _md_label(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("[", "\\[").replace("]", "\\]")
+
+
+def plan_decisions_markdown(*, plan: Plan, base_url: str = "") -> str:
+    """The plan's decision log as Markdown, oldest first, with what prompted each entry and
+    which entry a correction corrects. `base_url` makes the links absolute."""
+    context = plan_decisions(plan=plan)
+    rows: list[DecisionRow] = context["rows"]
+    lines = [
+        f"# Decision log: {plan.name} (`{plan.key}`)",
+        "",
+        f"Plan status: {plan.status}. {len(rows)} decision{'s' if len(rows) != 1 else ''}, "
+        "oldest first. The log is append-only: a correction is a new entry that names the "
+        "entry it corrects.",
+    ]
+    if context["thrash"]:
+        lines += ["", f"**Thrashing:** {context['thrash']}"]
+    for row in rows:
+        d = row.decision
+        heading = d.label if d.decided == Decision.Decided.OTHER else d.get_decided_display()
+        lines += [
+            "",
+            f"## #{d.pk} · {heading.lower()} · {d.created_at:%Y-%m-%d %H:%M} UTC · "
+            f"{d.author.get_username()}",
+            "",
+        ]
+        if d.corrects_id:
+            lines.append(f"_Corrects #{d.corrects_id}._")
+        if row.corrected_by:
+            lines.append("_Corrected by " + ", ".join(f"#{pk}" for pk in row.corrected_by) + "._")
+        if d.corrects_id or row.corrected_by:
+            lines.append("")
+        if d.label and d.decided != Decision.Decided.OTHER:
+            lines.append(f"- **Label:** {_md_text(d.label)}")
+        lines += [
+            f"- **Believed:** {_md_text(d.believed)}",
+            f"- **Observed:** {_md_text(d.observed)}",
+            f"- **Decided:** {heading.lower()}",
+            f"- **Why:** {_md_text(d.why)}",
+            f"- **{Decision.DECISIVE_QUESTION}** "
+            + {True: "yes", False: "no", None: "not answered"}[d.would_choose_again],
+        ]
+        if row.links:
+            lines.append(
+                "- **Prompted by:** "
+                + "; ".join(f"[{_md_label(label)}]({base_url}{url})" for _, label, url in row.links)
+            )
+    if not rows:
+        lines += ["", "No decisions recorded yet."]
+    return "\n".join(lines) + "\n"

@@ -18,8 +18,12 @@ MAX_SOURCE_RETRIES = 3
 URGENT_QUEUE = "urgent"
 
 
-def task_route(name: str, args: tuple, kwargs: dict, options: dict, **_: object) -> dict | None:
-    """Celery router: an evaluation triggered by a breaching sample goes to the urgent queue."""
+def task_route(
+    name: str, args: tuple | None, kwargs: dict | None, options: dict, **_: object
+) -> dict | None:
+    """Celery router: an evaluation triggered by a breaching sample goes to the urgent queue.
+    `send_task` without arguments routes with args and kwargs None."""
+    args, kwargs = args or (), kwargs or {}
     trigger = args[1] if len(args) > 1 else kwargs.get("trigger")
     if name == "rollouts.tasks.verification_evaluate" and trigger == "ingest":
         return {"queue": URGENT_QUEUE}

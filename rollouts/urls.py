@@ -7,8 +7,35 @@ urlpatterns = [
     path("plans/", include("rollouts.plan_import_urls")),
     path("plans/<slug:key>/", views.plan_detail, name="plan-detail"),
     path("plans/<slug:key>/action", views.plan_action, name="plan-action"),
+    path("plans/<slug:key>/assumptions/add", views.assumption_add_view, name="assumption-add"),
+    path(
+        "plans/<slug:key>/assumptions/status",
+        views.assumption_status_view,
+        name="assumption-status",
+    ),
+    path(
+        "plans/<slug:key>/assumption-policy",
+        views.plan_assumption_policy,
+        name="plan-assumption-policy",
+    ),
+    path("plans/<slug:key>/decisions/", views.plan_decisions_view, name="plan-decisions"),
+    path(
+        "plans/<slug:key>/decisions.md",
+        views.plan_decisions_markdown_view,
+        name="plan-decisions-markdown",
+    ),
+    path(
+        "plans/<slug:key>/decisions/<int:decision_id>/",
+        views.decision_detail,
+        name="decision-detail",
+    ),
     path("plans/<slug:key>/steps/<slug:step_key>/", views.step_detail, name="step-detail"),
     path("plans/<slug:key>/steps/<slug:step_key>/action", views.step_action, name="step-action"),
+    path(
+        "plans/<slug:key>/steps/<slug:step_key>/override-budget",
+        views.step_override_budget,
+        name="step-override-budget",
+    ),
     path(
         "plans/<slug:key>/steps/<slug:step_key>/confirm",
         views.step_confirm_target,

@@ -3,13 +3,20 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_GET, require_POST
+from django.urls import reverse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from live.broadcast import live_streams
 from rollouts import selectors
 from rollouts.forms import (
+    AssumptionForm,
+    AssumptionPolicyForm,
+    AssumptionStatusForm,
+    BudgetOverrideForm,
+    DecisionForm,
     FlagChangeForm,
     FlagRestoreForm,
     FlagRevertForm,
@@ -18,11 +25,22 @@ from rollouts.forms import (
     StepActionForm,
     TargetConfirmForm,
 )
-from rollouts.models import Deviation, Plan, Step
+from rollouts.models import Decision, Deviation, Plan, Step
 from rollouts.services import InvalidInput, TransitionRefused
+from rollouts.services.assumptions import (
+    assumption_add,
+    assumption_status_set,
+    plan_assumption_policy_set,
+)
+from rollouts.services.decisions import decision_record
 from rollouts.services.deviations import deviation_reconcile
 from rollouts.services.flags import FLAGS_STREAM, flag_change, flag_restore, flag_revert
-from rollouts.services.steps import plan_transition, step_target_confirm, step_transition
+from rollouts.services.steps import (
+    plan_transition,
+    step_start_over_budget,
+    step_target_confirm,
+    step_transition,
+)
 
 
 def form_action(
@@ -68,9 +86,10 @@ def portfolio(request: HttpRequest) -> HttpResponse:
     )
 
 
-@require_GET
-def plan_detail(request: HttpRequest, key: str) -> HttpResponse:
-    plan = selectors.plan_get(key=key)
+def _plan_page(
+    request: HttpRequest, plan: Plan, *, status: int = 200, **extra: Any
+) -> HttpResponse:
+    """The plan page; a refused or incomplete assumption form comes back with what was typed."""
     streams = live_streams(plan.stream)  # before the rows: a change in between is replayed
     context = {
         **selectors.plan_live_context(plan_id=plan.pk),
@@ -78,7 +97,217 @@ def plan_detail(request: HttpRequest, key: str) -> HttpResponse:
         "live_streams": streams,
         "can_manage": request.user.has_perm("rollouts.manage_plan"),
     }
-    return render(request, "rollouts/plan_detail.html", context)
+    context["assumption_form"] = AssumptionForm(steps=[r.step for r in context["rows"]])
+    context["policy_form"] = AssumptionPolicyForm(initial={"policy": plan.assumption_policy})
+    context["status_form"] = AssumptionStatusForm(
+        assumptions=[r.assumption for r in context["assumption_rows"]]
+    )
+    context |= extra
+    return render(request, "rollouts/plan_detail.html", context, status=status)
+
+
+@require_GET
+def plan_detail(request: HttpRequest, key: str) -> HttpResponse:
+    return _plan_page(request, selectors.plan_get(key=key))
+
+
+def _form_problems(form: Any) -> str:
+    return "; ".join(
+        f"{name}: {' '.join(errors)}" if name != "__all__" else " ".join(errors)
+        for name, errors in form.errors.items()
+    )
+
+
+@require_POST
+@permission_required("rollouts.manage_plan", raise_exception=True)
+def assumption_add_view(request: HttpRequest, key: str) -> HttpResponse:
+    plan = selectors.plan_get(key=key)
+    form = AssumptionForm(request.POST, steps=list(plan.steps.order_by("position")))
+    error, status = None, 400
+    if not form.is_valid():
+        error = _form_problems(form)
+    else:
+        try:
+            data = form.cleaned_data
+            assumption = assumption_add(
+                plan_id=plan.pk,
+                actor=request.user,
+                statement=data["statement"],
+                impact=data["impact"],
+                uncertainty=data["uncertainty"],
+                probe=data["probe"],
+                probe_cost=data["probe_cost"],
+                probe_step_id=data["probe_step"],
+            )
+        except TransitionRefused as exc:
+            error, status = str(exc), 409
+        except InvalidInput as exc:
+            error = str(exc)
+        else:
+            messages.success(request, f"Assumption added at rank {assumption.rank}.")
+            return redirect(reverse("plan-detail", args=[plan.key]) + "#assumptions")
+    return _plan_page(request, plan, status=status, assumption_form=form, assumption_error=error)
+
+
+@require_POST
+@permission_required("rollouts.manage_plan", raise_exception=True)
+def assumption_status_view(request: HttpRequest, key: str) -> HttpResponse:
+    """Record what the evidence shows about one of the plan's assumptions."""
+    plan = selectors.plan_get(key=key)
+    form = AssumptionStatusForm(request.POST, assumptions=list(plan.assumptions.all()))
+    error, status = None, 400
+    if not form.is_valid():
+        error = _form_problems(form)
+    elif not plan.assumptions.filter(pk=form.cleaned_data["assumption"]).exists():
+        error = f"plan {plan.key} has no assumption {form.cleaned_data['assumption']}"
+    else:
+        data = form.cleaned_data
+        try:
+            assumption_status_set(
+                assumption_id=data["assumption"],
+                status=data["status"],
+                evidence=data["evidence"],
+                actor=request.user,
+            )
+        except TransitionRefused as exc:
+            error, status = str(exc), 409
+        except InvalidInput as exc:
+            error = str(exc)
+        else:
+            messages.success(request, f"Recorded: the assumption is {data['status']}.")
+            return redirect(
+                reverse("plan-detail", args=[key]) + f"#assumption-{data['assumption']}"
+            )
+    return _plan_page(request, plan, status=status, status_form=form, status_error=error)
+
+
+@require_POST
+@permission_required("rollouts.manage_plan", raise_exception=True)
+def plan_assumption_policy(request: HttpRequest, key: str) -> HttpResponse:
+    plan = selectors.plan_get(key=key)
+    form = AssumptionPolicyForm(request.POST)
+    return form_action(
+        request,
+        form,
+        lambda d: plan_assumption_policy_set(
+            plan_id=plan.pk, policy=d["policy"], actor=request.user
+        ),
+        done=f"plan {plan.key}: assumption policy {form.data.get('policy', '')}",
+        back=reverse("plan-detail", args=[plan.key]) + "#assumptions",
+    )
+
+
+def _decision_form(plan_context: dict[str, Any], *args: Any, **kwargs: Any) -> DecisionForm:
+    return DecisionForm(
+        *args,
+        steps=plan_context["steps"],
+        assumptions=plan_context["assumptions"],
+        decisions=[r.decision for r in plan_context["rows"]],
+        **kwargs,
+    )
+
+
+def _initial_decision(request: HttpRequest, context: dict[str, Any]) -> dict[str, Any]:
+    """?assumption=<id> (the "decision needed" banner's link) fills in what prompted it: the
+    assumption, its probe step and the evaluation that falsified it."""
+    initial: dict[str, Any] = {}
+    wanted = request.GET.get("assumption", "")
+    assumption = next((a for a in context["assumptions"] if str(a.pk) == wanted), None)
+    if assumption is not None:
+        initial["assumption"] = assumption.pk
+        initial["believed"] = assumption.statement
+        if assumption.evidence:
+            initial["observed"] = assumption.evidence
+        if assumption.evidence_evaluation_id:
+            initial["evaluation"] = assumption.evidence_evaluation_id
+            initial["step"] = assumption.evidence_evaluation.verification.step_id
+        elif assumption.probe_step_id:
+            initial["step"] = assumption.probe_step_id
+    if (corrects := request.GET.get("corrects", "")).isdigit():
+        initial["corrects"] = int(corrects)
+    return initial
+
+
+@require_http_methods(["GET", "POST"])
+def plan_decisions_view(request: HttpRequest, key: str) -> HttpResponse:
+    """GET: the plan's decision log beside its path. POST (manage_plan): record a decision; a
+    refused or incomplete one comes back with what was typed and the reason."""
+    plan = selectors.plan_get(key=key)
+    if request.method == "POST" and not request.user.has_perm("rollouts.manage_plan"):
+        return HttpResponse("Recording a decision needs the tpm role.", status=403)
+    context = selectors.plan_decisions(plan=plan)
+    error, status = None, 200
+    if request.method == "POST":
+        form = _decision_form(context, request.POST)
+        status = 400
+        if not form.is_valid():
+            error = _form_problems(form)
+        else:
+            data = form.cleaned_data
+            try:
+                decision = decision_record(
+                    actor=request.user,
+                    plan_id=plan.pk,
+                    believed=data["believed"],
+                    observed=data["observed"],
+                    decided=data["decided"],
+                    why=data["why"],
+                    would_choose_again=data["would_choose_again"],
+                    assumption_id=data["assumption"],
+                    step_id=data["step"],
+                    evaluation_id=data["evaluation"],
+                    corrects_id=data["corrects"],
+                )
+            except TransitionRefused as exc:
+                error, status = str(exc), 409
+            except InvalidInput as exc:
+                error = str(exc)
+            else:
+                killed = " The plan is killed." if decision.decided == "kill" else ""
+                messages.success(request, f"Decision #{decision.pk} recorded.{killed}")
+                return redirect(
+                    reverse("plan-decisions", args=[plan.key]) + f"#decision-{decision.pk}"
+                )
+    else:
+        form = _decision_form(context, initial=_initial_decision(request, context))
+    context |= {
+        "form": form,
+        "decision_error": error,
+        "can_manage": request.user.has_perm("rollouts.manage_plan"),
+        "question": Decision.DECISIVE_QUESTION,
+    }
+    return render(request, "rollouts/plan_decisions.html", context, status=status)
+
+
+@require_GET
+def plan_decisions_markdown_view(request: HttpRequest, key: str) -> HttpResponse:
+    plan = selectors.plan_get(key=key)
+    text = selectors.plan_decisions_markdown(
+        plan=plan, base_url=request.build_absolute_uri("/").rstrip("/")
+    )
+    response = HttpResponse(text, content_type="text/markdown; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{plan.key}-decisions.md"'
+    return response
+
+
+# Nothing here writes, so a form post without a CSRF token still gets the reason, not a 403.
+@csrf_exempt
+def decision_detail(request: HttpRequest, key: str, decision_id: int) -> HttpResponse:
+    """GET: the entry on the plan's decision page. Any write: 405, because decisions are
+    append-only; the answer says how to correct one instead."""
+    decision = get_object_or_404(Decision, pk=decision_id, plan__key=key)
+    if request.method in {"GET", "HEAD"}:
+        return redirect(reverse("plan-decisions", args=[key]) + f"#decision-{decision.pk}")
+    response = JsonResponse(
+        {
+            "error": f"decisions are append-only: record a correction that references "
+            f"#{decision.pk}",
+            "correct_at": reverse("plan-decisions", args=[key]) + f"?corrects={decision.pk}",
+        },
+        status=405,
+    )
+    response["Allow"] = "GET, HEAD"
+    return response
 
 
 @require_POST
@@ -135,19 +364,48 @@ def step_confirm_target(request: HttpRequest, key: str, step_key: str) -> HttpRe
     )
 
 
+def _step_page_context(request: HttpRequest, key: str, step_key: str) -> dict[str, Any]:
+    context = selectors.step_page(plan_key=key, step_key=step_key)
+    plan, step = context["plan"], context["step"]
+    context |= selectors.step_actions(step=step)
+    context["can_manage"] = request.user.has_perm("rollouts.manage_plan")
+    context["live_streams"] = live_streams(plan.stream, f"step:{step.pk}")
+    context |= selectors.step_verification_context(step_id=step.pk)
+    context["override_form"] = BudgetOverrideForm()
+    return context
+
+
 @require_GET
 def step_detail(request: HttpRequest, key: str, step_key: str) -> HttpResponse:
-    context = selectors.step_page(plan_key=key, step_key=step_key)
-    plan = context["plan"]
-    context["blockers"] = selectors.step_blockers(step=context["step"])
-    context["can_manage"] = request.user.has_perm("rollouts.manage_plan")
-    context["live_streams"] = live_streams(plan.stream, f"step:{context['step'].pk}")
-    context |= selectors.step_verification_context(step_id=context["step"].pk)
-    # The page re-fetches its header and its live region whenever one of its streams pushes.
-    partial = {"step-head": "#head", "step-live": "#live"}.get(
+    context = _step_page_context(request, key, step_key)
+    # The page re-fetches its header and its live regions whenever one of its streams pushes.
+    partial = {"step-head": "#head", "step-live": "#live", "step-gate": "#gate"}.get(
         request.htmx.target if request.htmx else "", ""
     )
     return render(request, "rollouts/step_detail.html" + partial, context)
+
+
+@require_POST
+@permission_required("rollouts.manage_plan", raise_exception=True)
+def step_override_budget(request: HttpRequest, key: str, step_key: str) -> HttpResponse:
+    """Start a step its error budget gate holds, recording the decision. A refusal or an
+    incomplete form shows the page again with what was typed."""
+    step = get_object_or_404(Step, plan__key=key, key=step_key)
+    form = BudgetOverrideForm(request.POST)
+    error, status = None, 400
+    if form.is_valid():
+        try:
+            step_start_over_budget(step_id=step.pk, actor=request.user, **form.cleaned_data)
+        except TransitionRefused as exc:
+            error, status = str(exc), 409
+        except InvalidInput as exc:
+            error = str(exc)
+        else:
+            messages.success(request, f"{step.key} started over its error budget gate")
+            return redirect("step-detail", key, step_key)
+    context = _step_page_context(request, key, step_key)
+    context |= {"override_form": form, "override_error": error}
+    return render(request, "rollouts/step_detail.html", context, status=status)
 
 
 @require_POST

@@ -26,6 +26,7 @@ from signals.selectors import (
     RATIO_OF,
     QueryInvalid,
     Selector,
+    matchers_text,
     metric_query,
     metric_values,
 )
@@ -181,29 +182,13 @@ class MeasurementSpec:
             return self.baseline_query if baseline else self.query
         matchers = self.baseline_matchers if baseline else self.matchers
         window = duration_text(self.window_seconds)
-        selector = f"{self.metric}{_matchers_text(matchers or {})}[{window}]"
+        selector = f"{self.metric}{matchers_text(matchers or {})}[{window}]"
         if self.aggregation == "ratio":
             denominator = (
-                f"{self.denominator_metric}{_matchers_text(self.denominator_matchers)}[{window}]"
+                f"{self.denominator_metric}{matchers_text(self.denominator_matchers)}[{window}]"
             )
             return f"{self.ratio_of}({selector}) / {self.ratio_of}({denominator})"
         return f"{self.aggregation}({selector})"
-
-
-def _matchers_text(matchers: dict[str, str]) -> str:
-    if not matchers:
-        return ""
-    parts = []
-    # Sorted: the same query reads the same whatever order the matchers were stored in
-    # (PostgreSQL's jsonb does not keep key order).
-    for key, value in sorted(matchers.items()):
-        op = "="
-        for suffix in ("!=", "=~", "!~"):
-            if key.endswith(suffix):
-                key, op = key[: -len(suffix)], suffix
-                break
-        parts.append(f'{key}{op}"{value}"')
-    return "{" + ",".join(parts) + "}"
 
 
 def measurement_spec_parse(name: str, raw: Any) -> MeasurementSpec:

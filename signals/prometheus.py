@@ -71,6 +71,18 @@ def prometheus_range(
     *, source: MetricSource, promql: str, start: datetime, end: datetime, step_seconds: float
 ) -> list[float]:
     """Every finite value of every series over [start, end], series after series, in order."""
+    return [
+        value
+        for _, value in prometheus_range_points(
+            source=source, promql=promql, start=start, end=end, step_seconds=step_seconds
+        )
+    ]
+
+
+def prometheus_range_points(
+    *, source: MetricSource, promql: str, start: datetime, end: datetime, step_seconds: float
+) -> list[tuple[float, float]]:
+    """(unix time, value) of every finite point of every series over [start, end]."""
     if not step_seconds > 0:
         raise PrometheusError(
             f"{source.name}: the step of a range query must be a positive number of seconds",
@@ -100,13 +112,13 @@ def prometheus_range(
             f"{source.name}: {promql!r} returned a {data['resultType']} to a range query",
             retryable=False,
         )
-    values: list[float] = []
+    points: list[tuple[float, float]] = []
     for series in data["result"]:
         for point in _field(source, series, "values"):
             value = _number(source, point)
             if math.isfinite(value):
-                values.append(value)
-    return values
+                points.append((float(point[0]), value))
+    return points
 
 
 def _unix(moment: datetime) -> float:

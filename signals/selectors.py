@@ -4,10 +4,12 @@ import json
 import math
 import re
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import pairwise
 
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from signals.models import Sample
@@ -67,7 +69,7 @@ class _Matcher:
         return found if self.op == "=~" else not found
 
 
-def _matchers_parse(matchers: dict[str, str]) -> list[_Matcher]:
+def matchers_parse(matchers: dict[str, str]) -> list[_Matcher]:
     """`{"region": "eu"}` is equality; the operator may follow the label: `{"code=~": "5.."}`."""
     parsed = []
     for key, value in matchers.items():
@@ -90,18 +92,52 @@ def _matchers_parse(matchers: dict[str, str]) -> list[_Matcher]:
     return parsed
 
 
+def matchers_text(matchers: dict[str, str]) -> str:
+    if not matchers:
+        return ""
+    parts = []
+    # Sorted: the same query reads the same whatever order the matchers were stored in
+    # (PostgreSQL's jsonb does not keep key order).
+    for key, value in sorted(matchers.items()):
+        op = "="
+        for suffix in ("!=", "=~", "!~"):
+            if key.endswith(suffix):
+                key, op = key[: -len(suffix)], suffix
+                break
+        parts.append(f'{key}{op}"{value}"')
+    return "{" + ",".join(parts) + "}"
+
+
+def label_key_filter(matchers: dict[str, str]) -> Callable[[str], bool]:
+    """Whether a series (by its canonical label_key) is selected by the matchers."""
+    parsed = matchers_parse(matchers)
+
+    def selected(label_key: str) -> bool:
+        labels = json.loads(label_key)
+        return all(m.matches(labels) for m in parsed)
+
+    return selected
+
+
+def samples_narrowed(rows: QuerySet[Sample], matchers: dict[str, str]) -> QuerySet[Sample]:
+    """Narrow in SQL by a substring of the canonical label_key for each equality matcher, which
+    means the same on both databases (JSON key extraction does not). Callers still match every
+    series exactly: a substring can over-select."""
+    for m in matchers_parse(matchers):
+        if m.op == "=" and m.value:
+            fragment = json.dumps({m.label: m.value}, separators=(",", ":"), ensure_ascii=False)
+            rows = rows.filter(label_key__contains=fragment[1:-1])
+    return rows
+
+
 def _series_in_window(
     *, name: str, matchers: dict[str, str], start: datetime, end: datetime
 ) -> dict[str, list[tuple[datetime, float]]]:
     """Samples in (start, end] of every series of `name` that the matchers select, by label_key."""
-    parsed = _matchers_parse(matchers)
-    rows = Sample.objects.filter(name=name, timestamp__gt=start, timestamp__lte=end)
-    for m in parsed:
-        # Narrow in SQL by a substring of the canonical label_key, which means the same on both
-        # databases (JSON key extraction does not); every series is matched exactly below.
-        if m.op == "=" and m.value:
-            fragment = json.dumps({m.label: m.value}, separators=(",", ":"), ensure_ascii=False)
-            rows = rows.filter(label_key__contains=fragment[1:-1])
+    parsed = matchers_parse(matchers)
+    rows = samples_narrowed(
+        Sample.objects.filter(name=name, timestamp__gt=start, timestamp__lte=end), matchers
+    )
     values = rows.order_by("label_key", "timestamp").values_list("label_key", "timestamp", "value")
     chosen: dict[str, bool] = {}
     series: dict[str, list[tuple[datetime, float]]] = defaultdict(list)
@@ -119,7 +155,7 @@ def _series_in_window(
     return series
 
 
-def _percentile(sorted_values: list[float], q: float) -> float:
+def percentile(sorted_values: list[float], q: float) -> float:
     # Linear interpolation between closest ranks (numpy's default "linear" method).
     rank = (len(sorted_values) - 1) * q / 100.0
     low = math.floor(rank)
@@ -165,7 +201,7 @@ def _aggregate(
         if rate is None:
             return None, "no data: rate needs two samples of one series at different times"
         return rate, ""
-    return _percentile(sorted(values), PERCENTILES[aggregation]), ""
+    return percentile(sorted(values), PERCENTILES[aggregation]), ""
 
 
 def metric_query(

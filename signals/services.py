@@ -8,7 +8,8 @@ import django.dispatch
 from django.db import transaction
 from django.utils import timezone
 
-from signals.models import MetricSource, Sample
+from signals.models import SLO, MetricSource, Sample
+from signals.slo_spec import BUILTIN, MetricRef, SLISpec, SLOInvalid, SLOSpec
 
 MAX_BATCH = 5_000
 MAX_FUTURE = timedelta(minutes=5)
@@ -182,4 +183,129 @@ def metric_source_create(
         auth_header=auth_header,
         timeout_seconds=timeout_seconds,
         verify_tls=verify_tls,
+    )
+
+
+_ROLLUP_FIELDS = (
+    "kind",
+    "indicator",
+    "source_id",
+    "budgeting",
+    "time_slice_target",
+    "threshold_op",
+    "threshold",
+)
+
+
+def _slo_values(spec: SLOSpec, source: MetricSource | None) -> dict[str, Any]:
+    indicator = spec.indicator
+    refs = {
+        key: ref.to_dict()
+        for key in ("good", "bad", "total", "metric")
+        if (ref := getattr(indicator, key)) is not None
+    }
+    return {
+        "display_name": spec.display_name,
+        "description": spec.description,
+        "service": spec.service,
+        "owner": spec.owner,
+        "kind": indicator.kind,
+        "indicator": {
+            **refs,
+            **({"counter": indicator.counter} if indicator.kind == "ratio" else {}),
+        },
+        "indicator_name": spec.indicator_name,
+        "source_id": source.pk if source else None,
+        "objective": spec.objective,
+        "objective_name": spec.objective_name,
+        "window_seconds": spec.window_seconds,
+        "rolling": spec.rolling,
+        "window_text": spec.window_text,
+        "calendar_start": spec.calendar_start,
+        "calendar_timezone": spec.calendar_timezone,
+        "budgeting": spec.budgeting,
+        "time_slice_target": spec.time_slice_target,
+        "threshold_op": spec.threshold_op,
+        "threshold": spec.threshold,
+        "alert_min_events": spec.alert_min_events,
+    }
+
+
+def slo_source_problems(spec: SLOSpec, *, path: str = "") -> list[tuple[str, str]]:
+    """What is wrong with the metric source an SLO reads, by path; empty when it exists."""
+    source = spec.indicator.source
+    where = f"{path}spec.indicator.source" if path else "source"
+    if source == BUILTIN:
+        return []
+    found = MetricSource.objects.filter(name=source).first()
+    if found is None:
+        known = ", ".join(MetricSource.objects.order_by("name").values_list("name", flat=True))
+        return [
+            (where, f"no metric source named {source!r} (known: {known or 'none'}, and builtin)")
+        ]
+    if found.kind != MetricSource.Kind.PROMETHEUS:
+        return [(where, f"metric source {source!r} is {found.kind}, not Prometheus")]
+    return []
+
+
+@transaction.atomic
+def slo_save(*, spec: SLOSpec, now: datetime | None = None) -> tuple[SLO, str]:
+    """Create the SLO or update the one with its name. Returns it and "created", "updated" or
+    "unchanged". A changed indicator restarts the rollup: old minutes were counted differently.
+    No ledger entry here (`signals` sits below the ledger); callers above record it."""
+    problems = slo_source_problems(spec)
+    if problems:
+        raise SLOInvalid(problems)
+    source = (
+        None
+        if spec.indicator.source == BUILTIN
+        else MetricSource.objects.get(name=spec.indicator.source)
+    )
+    values = _slo_values(spec, source)
+    slo = SLO.objects.select_for_update().filter(name=spec.name).first()
+    if slo is None:
+        return SLO.objects.create(name=spec.name, **values), "created"
+    changed = [key for key, value in values.items() if getattr(slo, key) != value]
+    if not changed:
+        return slo, "unchanged"
+    restart = any(key in _ROLLUP_FIELDS for key in changed)
+    for key in changed:
+        setattr(slo, key, values[key])
+    slo.updated_at = now or timezone.now()
+    if restart:
+        slo.buckets.all().delete()
+        slo.alerts.filter(resolved_at__isnull=True).update(resolved_at=slo.updated_at)
+        slo.rolled_up_from = slo.rolled_up_to = None
+    slo.save()
+    return slo, "updated"
+
+
+def slo_spec_of(slo: SLO) -> SLOSpec:
+    """The declaration back from the row (for OpenSLO export)."""
+    refs = {k: MetricRef.from_dict(v) for k, v in slo.indicator.items() if k != "counter"}
+    return SLOSpec(
+        name=slo.name,
+        service=slo.service,
+        indicator=SLISpec(
+            kind=slo.kind,
+            source=slo.source.name if slo.source_id else BUILTIN,
+            counter=slo.indicator.get("counter", True),
+            **refs,
+        ),
+        objective=slo.objective,
+        window_seconds=slo.window_seconds,
+        display_name=slo.display_name,
+        description=slo.description,
+        owner=slo.owner,
+        indicator_name=slo.indicator_name,
+        objective_name=slo.objective_name,
+        rolling=slo.rolling,
+        window_text=slo.window_text,
+        calendar_start=slo.calendar_start,
+        calendar_timezone=slo.calendar_timezone,
+        budgeting=slo.budgeting,
+        time_slice_target=slo.time_slice_target,
+        threshold_op=slo.threshold_op,
+        threshold=slo.threshold,
+        alert_min_events=slo.alert_min_events,
     )

@@ -53,6 +53,7 @@ INSTALLED_APPS = [
     "ledger",
     "rollouts",
     "incidents",
+    "leadership",
 ]
 
 MIDDLEWARE = [
@@ -206,6 +207,8 @@ CELERY_BEAT_SCHEDULE = {
         "task": "rollouts.tasks.verifications_tick",
         "schedule": VERIFICATION_TICK_SECONDS,
     },
+    # SLOs roll up whole minutes; twice a minute keeps them at most ~50 s behind.
+    "slos-tick": {"task": "signals.tasks.slos_tick", "schedule": 30.0},
 }
 # `./bin/run` feeds the demo plan's metrics (stepwise/demo.py) so its verifications have data.
 DEMO_TRAFFIC_SECONDS = 10
@@ -218,6 +221,13 @@ if os.environ.get("STEPWISE_DEMO_TRAFFIC") == "1":
 # Redis; on a laptop it is per worker process) before failing evaluations count as errors.
 SOURCE_RETRY_BUDGET_PER_MINUTE = int(os.environ.get("STEPWISE_SOURCE_RETRY_BUDGET", "30"))
 WORKER_HEARTBEAT_MAX_AGE_SECONDS = 60
+# The thrash detector (rollouts/thrash.py): more than THRASH_ADAPTS adapt decisions within
+# THRASH_DAYS days, or a kill within THRASH_KILL_AFTER_PERSIST_DAYS of a persist, flags a plan.
+THRASH_ADAPTS = int(os.environ.get("STEPWISE_THRASH_ADAPTS", "3"))
+THRASH_DAYS = float(os.environ.get("STEPWISE_THRASH_DAYS", "14"))
+THRASH_KILL_AFTER_PERSIST_DAYS = float(
+    os.environ.get("STEPWISE_THRASH_KILL_AFTER_PERSIST_DAYS", "7")
+)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -15,6 +15,6 @@ urlpatterns = [
     path("ofrep/", include("rollouts.ofrep_urls")),
     path("", include("incidents.urls")),
     path("api/incidents/", include("incidents.api_urls")),
-    path("", include("stepwise.sections")),
+    path("", include("leadership.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -20,6 +20,7 @@ from ledger.services import ledger_append
 from live.broadcast import stream_publish
 from rollouts.models import Evaluation, Plan, Step, StepTarget, Verification
 from rollouts.services import TransitionRefused
+from rollouts.services.assumptions import assumption_probe_concluded
 from rollouts.services.flags import flag_change, percent_text
 from rollouts.services.steps import plan_transition, step_target_confirm, step_transition
 from rollouts.verification_spec import (
@@ -311,6 +312,8 @@ def evaluation_record(
             plan_id=step.plan_id,
             step_id=step.pk,
         )
+        # Before acting, so the ledger reads: run concluded, assumption settled, what it did.
+        assumption_probe_concluded(verification=verification, step=step, evaluation=evaluation)
         verification.action = _act(verification, step, evaluation)[:300]
         verification.save(update_fields=["action"])
     verification_publish(step_id=step.pk, event=f"evaluation.{outcome}")

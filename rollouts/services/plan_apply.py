@@ -10,12 +10,12 @@ from django.db.models import ProtectedError
 from django.utils import timezone
 
 from ledger.services import ledger_append
-from rollouts.models import Flag, Plan, Step, StepTarget, Target
+from rollouts.models import Decision, Flag, Plan, Step, StepTarget, Target
 from rollouts.plan_spec import PlanSpec, StepSpec, plan_spec_from_plan, plan_spec_parse
 from rollouts.publish import plan_publish
 from rollouts.services import TransitionRefused
 from rollouts.services.flags import flag_create
-from signals.models import MetricSource
+from signals.models import SLO, MetricSource
 
 # A step in one of these has a history (flag versions, ledger entries, convergence) that a file
 # must not rewrite.
@@ -24,6 +24,8 @@ CLOSED_PLANS = {Plan.Status.COMPLETED, Plan.Status.KILLED}
 # Unique (plan, position) is checked row by row, so renumbering goes through positions no real
 # plan reaches.
 _PARKING_OFFSET = 1_000_000
+# Names listed when a gate names an unknown SLO.
+_KNOWN_SHOWN = 30
 
 # file field name -> StepSpec attribute
 STEP_FIELDS: dict[str, str] = {
@@ -45,6 +47,8 @@ STEP_FIELDS: dict[str, str] = {
     "verification.analysis": "analysis",
     "verification.canary": "canary",
     "convergence": "convergence",
+    "budget_gate.slo": "budget_slo",
+    "budget_gate.min_remaining": "budget_min_remaining",
 }
 # What a started step did; changing it afterwards would make the record lie.
 FROZEN_ONCE_STARTED = {"kind", "flag.key", "flag.percentage"}
@@ -209,6 +213,7 @@ class PlanApplyResult:
     dry_run: bool
     applied: bool = False
     base_digest: str = ""
+    decision: Decision | None = None
 
     @property
     def changed(self) -> bool:
@@ -318,6 +323,7 @@ def plan_apply(
     dry_run: bool = False,
     actor_label: str | None = None,
     base_digest: str | None = None,
+    decision_id: int | None = None,
 ) -> PlanApplyResult:
     """Make the plan the file declares real, or (dry_run) only say what that would change.
 
@@ -330,23 +336,69 @@ def plan_apply(
 
     `base_digest` is the `base_digest` of an earlier dry run: when given, the apply is refused if
     the stored plan changed since, so what a person confirmed is what gets written.
+
+    `decision_id` names the adapt decision this re-plan carries out: it must be an adapt on this
+    plan that no later entry corrects (else PlanApplyRefused); plan.applied then names it.
     """
     spec = plan_spec_parse(text)
     if dry_run:
         plan = Plan.objects.filter(key=spec.key).first()
+        decision = _adapt_decision(decision_id, plan, spec)
         stored = plan_spec_from_plan(plan) if plan else None
         diff = _diff_against(plan, stored, spec)
         return PlanApplyResult(
-            spec=spec, diff=diff, plan=plan, dry_run=True, base_digest=_state_digest(stored)
+            spec=spec,
+            diff=diff,
+            plan=plan,
+            dry_run=True,
+            base_digest=_state_digest(stored),
+            decision=decision,
         )
     try:
         with transaction.atomic():
-            return _apply(spec, actor=actor, actor_label=actor_label, base_digest=base_digest)
+            return _apply(
+                spec,
+                actor=actor,
+                actor_label=actor_label,
+                base_digest=base_digest,
+                decision_id=decision_id,
+            )
     except IntegrityError as exc:
         # Only a concurrent apply of the same new plan gets here: validation covers the rest.
         raise PlanApplyRefused(
             [f"plan {spec.key!r} changed while this file was applied; apply it again ({exc})"]
         ) from exc
+
+
+def _adapt_decision(decision_id: int | None, plan: Plan | None, spec: PlanSpec) -> Decision | None:
+    """The adapt decision a re-plan names, checked: None when none is named."""
+    if decision_id is None:
+        return None
+    decision = Decision.objects.filter(pk=decision_id).first()
+    if decision is None:
+        raise PlanApplyRefused([f"no decision with id {decision_id}"])
+    if plan is None or decision.plan_id != plan.pk:
+        raise PlanApplyRefused(
+            [
+                f"decision {decision.pk} is not a decision on plan {spec.key!r}: a re-plan carries "
+                "out an adapt decision on the same plan"
+            ]
+        )
+    if decision.decided != Decision.Decided.ADAPT:
+        raise PlanApplyRefused(
+            [
+                f"decision {decision.pk} decided {decision.decided}, not adapt: only an adapt "
+                "decision re-plans"
+            ]
+        )
+    if correction := decision.corrections.order_by("pk").first():
+        raise PlanApplyRefused(
+            [
+                f"decision {decision.pk} was corrected by decision {correction.pk}; re-plan under "
+                "the correction if it is an adapt"
+            ]
+        )
+    return decision
 
 
 def _state_digest(stored: PlanSpec | None) -> str:
@@ -376,9 +428,29 @@ def _unknown_sources(spec: PlanSpec) -> list[str]:
     ]
 
 
+def _unknown_slos(spec: PlanSpec) -> list[str]:
+    """An error budget gate names an SLO that exists: a gate on nothing would never hold."""
+    wanted: dict[str, list[str]] = {}
+    for step in spec.steps:
+        if step.budget_slo:
+            wanted.setdefault(step.budget_slo, []).append(step.key)
+    if not wanted:
+        return []
+    known = sorted(SLO.objects.values_list("name", flat=True))
+    listed = ", ".join(known[:_KNOWN_SHOWN]) + (
+        f" and {len(known) - _KNOWN_SHOWN} more" if len(known) > _KNOWN_SHOWN else ""
+    )
+    return [
+        f"step {', '.join(steps)} gates on SLO {name!r}, which does not exist; "
+        + (f"known SLOs: {listed}" if known else "no SLO is defined yet")
+        for name, steps in sorted(wanted.items())
+        if name not in known
+    ]
+
+
 def _diff_against(plan: Plan | None, stored: PlanSpec | None, spec: PlanSpec) -> PlanDiff:
     diff = plan_diff(stored=stored, wanted=spec)
-    reasons = _unknown_sources(spec)
+    reasons = _unknown_sources(spec) + _unknown_slos(spec)
     if plan is not None:
         statuses = dict(plan.steps.values_list("key", "status"))
         reasons += _refusals(plan, diff, statuses)
@@ -395,8 +467,10 @@ def _apply(
     actor: AbstractBaseUser | AnonymousUser | None,
     actor_label: str | None,
     base_digest: str | None,
+    decision_id: int | None = None,
 ) -> PlanApplyResult:
     plan = Plan.objects.select_for_update().filter(key=spec.key).first()
+    decision = _adapt_decision(decision_id, plan, spec)
     stored = plan_spec_from_plan(plan) if plan else None
     if base_digest is not None and base_digest != _state_digest(stored):
         raise PlanApplyRefused(
@@ -411,7 +485,12 @@ def _apply(
             Plan.objects.filter(pk=plan.pk).update(spec_digest=digest)
             plan.spec_digest = digest
         return PlanApplyResult(
-            spec=spec, diff=diff, plan=plan, dry_run=False, base_digest=_state_digest(stored)
+            spec=spec,
+            diff=diff,
+            plan=plan,
+            dry_run=False,
+            base_digest=_state_digest(stored),
+            decision=decision,
         )
 
     now = timezone.now()
@@ -457,7 +536,11 @@ def _apply(
         actor=actor,
         actor_label=actor_label,
         plan_id=plan.pk,
-        payload={"digest": digest, **diff.summary()},
+        payload={
+            "digest": digest,
+            **({"decision": decision.pk} if decision is not None else {}),
+            **diff.summary(),
+        },
     )
     if diff.created or diff.sequence_changed or diff.dependencies:
         ledger_append(
@@ -479,10 +562,11 @@ def _apply(
         dry_run=False,
         applied=True,
         base_digest=_state_digest(stored),
+        decision=decision,
     )
 
 
-def _step_values(step: StepSpec, flags: dict[str, Flag]) -> dict[str, Any]:
+def _step_values(step: StepSpec, flags: dict[str, Flag], slos: dict[str, SLO]) -> dict[str, Any]:
     return {
         "title": step.title,
         "owner_team": step.owner,
@@ -500,6 +584,8 @@ def _step_values(step: StepSpec, flags: dict[str, Flag]) -> dict[str, Any]:
         "measurements": step.measurements,
         "canary": step.canary,
         "convergence": step.convergence,
+        "budget_slo": slos.get(step.budget_slo),
+        "budget_min_remaining": step.budget_min_remaining,
         **step.analysis,
     }
 
@@ -507,6 +593,7 @@ def _step_values(step: StepSpec, flags: dict[str, Flag]) -> dict[str, Any]:
 def _write_steps(plan: Plan, spec: PlanSpec, diff: PlanDiff) -> None:
     existing = {s.key: s for s in plan.steps.select_for_update()}
     flags = {f.key: f for f in Flag.objects.filter(key__in={s.flag_key for s in spec.steps})}
+    slos = {o.name: o for o in SLO.objects.filter(name__in={s.budget_slo for s in spec.steps})}
     targets = {
         t.name: t
         for t in Target.objects.filter(name__in={t for s in spec.steps for t in s.targets})
@@ -518,7 +605,8 @@ def _write_steps(plan: Plan, spec: PlanSpec, diff: PlanDiff) -> None:
         except ProtectedError as exc:
             raise PlanApplyRefused(
                 [
-                    f"step {s.key!r} has flag versions recorded against it and cannot be removed"
+                    f"step {s.key!r} has history recorded against it (flag versions or "
+                    "decisions) and cannot be removed"
                     for s in {o.step for o in exc.protected_objects if hasattr(o, "step")}
                     if s is not None
                 ]
@@ -534,7 +622,7 @@ def _write_steps(plan: Plan, spec: PlanSpec, diff: PlanDiff) -> None:
     changed = {c.key: {f.field for f in c.fields} for c in diff.steps_changed}
     steps: dict[str, Step] = {}
     for position, step_spec in enumerate(spec.steps, start=1):
-        values = _step_values(step_spec, flags)
+        values = _step_values(step_spec, flags, slos)
         step = existing.get(step_spec.key)
         if step is None:
             step = Step.objects.create(plan=plan, key=step_spec.key, position=position, **values)

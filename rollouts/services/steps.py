@@ -8,14 +8,24 @@ from django.db import transaction
 from django.utils import timezone
 
 from ledger.services import ledger_append
-from rollouts.models import Plan, Step, StepTarget, Verification
+from rollouts.gates import blockers_of, budget_gate_blockers, budget_gates
+from rollouts.models import Decision, Plan, Step, StepTarget, Verification
 from rollouts.publish import plan_publish
-from rollouts.rules import SATISFIED, action_blockers, lockstep_members
+from rollouts.rules import (
+    SATISFIED,
+    action_blockers,
+    lockstep_members,
+    start_blocker,
+    start_warning,
+)
+from rollouts.selectors import assumptions_for_plans
 from rollouts.services import InvalidInput, TransitionRefused
+from rollouts.services.decisions import decision_record
 from rollouts.services.flags import flag_change, flag_restore, percent_text
 from rollouts.services.verification import verification_begin, verification_cancel
 
 STEP_ACTIONS = ("start", "advance", "fail", "revert", "retry", "skip", "complete", "reverify")
+OVERRIDE_LABEL = "error budget gate override"
 PLAN_ACTIONS = {"activate": "active", "pause": "paused", "resume": "active", "kill": "killed"}
 
 
@@ -113,9 +123,11 @@ def targets_pending(step: Step) -> list[str]:
     )
 
 
-def _start(step: Step, members: list[Step], actor: Any, reason: str) -> None:
+def _start(
+    step: Step, members: list[Step], actor: Any, reason: str, payload: dict | None = None
+) -> None:
     for member in members:
-        _set_status(member, Step.Status.RUNNING, actor=actor, reason=reason)
+        _set_status(member, Step.Status.RUNNING, actor=actor, reason=reason, payload=payload)
         member.step_targets.update(
             state=StepTarget.State.PENDING, converged_at=None, confirmed_by="", last_check={}
         )
@@ -153,15 +165,28 @@ def _revert(step: Step, actor: Any, reason: str) -> None:
 
 @transaction.atomic
 def step_transition(
-    *, step_id: int, action: str, actor: AbstractBaseUser | None, reason: str = ""
+    *,
+    step_id: int,
+    action: str,
+    actor: AbstractBaseUser | None,
+    reason: str = "",
+    budget_override: Decision | None = None,
 ) -> Step:
     """The one way a step changes state. Lockstep partners move together; a failure halts them.
+
+    A start is held by the error budget gates of the step and its lockstep partners, unless
+    `budget_override` is the recorded decision to start anyway (see `step_start_over_budget`);
+    every other rule still applies, including the plan's assumptions: a falsified one waiting for
+    a decision holds every start; an untested top-ranked one holds non-probe starts under the
+    refuse policy, and under the warn policy the start's ledger entries carry the warning.
 
     Side effects: ledger entries per changed step (and flag versions for flag ramps); dependents
     become ready; the plan completes when every step has converged; the plan page is pushed.
     """
     if action not in STEP_ACTIONS:
         raise InvalidInput(f"unknown step action {action!r}; one of {', '.join(STEP_ACTIONS)}")
+    if budget_override is not None and action != "start":
+        raise InvalidInput("an error budget gate override only starts a step")
     plan_id = Step.objects.filter(pk=step_id).values_list("plan_id", flat=True).first()
     if plan_id is None:
         raise InvalidInput(f"no step with id {step_id}")
@@ -184,13 +209,28 @@ def step_transition(
             step, Step.Status.DONE, actor=actor, reason=reason or "converged in every target"
         )
     else:
-        blocker = action_blockers(step, plan=plan, siblings=siblings, deps=deps)[action]
+        # Only a start reads the gates: an SLO query has no place on the path of advances and
+        # reverts driven by evaluations.
+        budget = (
+            budget_gate_blockers(members) if action == "start" and budget_override is None else {}
+        )
+        assumptions = assumptions_for_plans([plan.pk])[plan.pk] if action == "start" else None
+        blocker = action_blockers(
+            step, plan=plan, siblings=siblings, deps=deps, budget=budget, assumptions=assumptions
+        )[action]
         if blocker:
             raise TransitionRefused(f"{step.key} cannot {action}: {blocker}")
         if action in {"skip", "fail"} and not reason.strip():
             raise InvalidInput(f"say why you {action} {step.key}")
         if action == "start":
-            _start(step, members, actor, reason)
+            payload: dict[str, Any] = {}
+            if budget_override is not None:
+                payload["budget_override"] = {"decision": budget_override.pk}
+            if warning := start_warning(
+                step, plan=plan, siblings=siblings, assumptions=assumptions or []
+            ):
+                payload["assumption_warning"] = warning
+            _start(step, members, actor, reason, payload=payload or None)
         elif action == "advance":
             if any(m.status != step.status for m in members):
                 raise TransitionRefused(
@@ -237,6 +277,67 @@ def step_transition(
     return step
 
 
+@transaction.atomic
+def step_start_over_budget(
+    *,
+    step_id: int,
+    actor: AbstractBaseUser,
+    believed: str,
+    observed: str,
+    why: str,
+    would_choose_again: bool | None,
+) -> Step:
+    """Start a step that only an error budget gate holds (its own or a lockstep partner's), on
+    the strength of a decision recorded first: persist, "error budget gate override", linked to
+    the step and the SLO whose gate is overridden.
+
+    Refused (TransitionRefused) when another rule holds the step or no gate does; InvalidInput
+    when the decision is incomplete. Nothing is written then. Side effects: those of
+    `decision_record` and of `step_transition` start, whose ledger entries name the decision.
+    """
+    plan_id = Step.objects.filter(pk=step_id).values_list("plan_id", flat=True).first()
+    if plan_id is None:
+        raise InvalidInput(f"no step with id {step_id}")
+    plan, steps, deps = _load(plan_id)
+    if plan.status == Plan.Status.ACTIVE:
+        _refresh_ready(plan, steps, deps)
+    step = steps[step_id]
+    siblings = list(steps.values())
+    assumptions = assumptions_for_plans([plan.pk])[plan.pk]
+    if other := start_blocker(
+        step, plan=plan, siblings=siblings, deps=deps, assumptions=assumptions
+    ):
+        raise TransitionRefused(f"{step.key} cannot start: {other}")
+    members = lockstep_members(step, siblings)
+    gates = budget_gates(members)
+    held = blockers_of(gates)
+    if not held:
+        raise TransitionRefused(
+            f"{step.key}: no error budget gate holds it, so there is nothing to override; "
+            "start it as usual"
+        )
+    overridden = next(gates[m.pk] for m in members if m.pk in held)
+    decision = decision_record(
+        actor=actor,
+        plan_id=plan.pk,
+        step_id=step.pk,
+        slo_id=overridden.slo.pk,
+        decided=Decision.Decided.PERSIST,
+        label=OVERRIDE_LABEL,
+        believed=believed,
+        observed=observed,
+        why=why,
+        would_choose_again=would_choose_again,
+    )
+    return step_transition(
+        step_id=step.pk,
+        action="start",
+        actor=actor,
+        reason=f"{OVERRIDE_LABEL} (decision {decision.pk}): {held[overridden.step.pk]}",
+        budget_override=decision,
+    )
+
+
 def _advance_verified(steps: dict[int, Step]) -> None:
     """Steps whose verification succeeded while the plan was paused move on when it resumes."""
     for step in steps.values():
@@ -260,7 +361,9 @@ def _complete_if_converged(step: Step, *, actor: Any) -> None:
 def plan_transition(
     *, plan_id: int, action: str, actor: AbstractBaseUser | None, reason: str = ""
 ) -> Plan:
-    """activate / pause / resume / kill. Killing or pausing starts nothing further."""
+    """activate / pause / resume / kill. Killing or pausing starts nothing further; killing also
+    cancels the verifications still running, so no verdict acts on a killed plan's steps (the
+    steps stay as they are: reverting them is a separate call)."""
     if action not in PLAN_ACTIONS:
         raise InvalidInput(f"unknown plan action {action!r}; one of {', '.join(PLAN_ACTIONS)}")
     if not Plan.objects.filter(pk=plan_id).exists():
@@ -271,6 +374,10 @@ def plan_transition(
     if action in {"kill", "pause"} and not reason.strip():
         raise InvalidInput(f"say why you {action} the plan")
     _plan_set_status(plan, PLAN_ACTIONS[action], actor=actor, reason=reason)
+    if plan.status == Plan.Status.KILLED:
+        for step in steps.values():
+            if step.status in Step.ACTIVE:
+                verification_cancel(step, reason=f"the plan was killed: {reason}")
     if plan.status == Plan.Status.ACTIVE:
         _advance_verified(steps)
         _refresh_ready(plan, steps, deps)

@@ -6,7 +6,7 @@ from playwright.sync_api import expect
 from tests.browser.conftest import login, screenshot
 
 pytestmark = pytest.mark.browser
-NAV = ["Portfolio", "Incidents", "Flags", "SLOs", "Decisions", "Ledger"]
+NAV = ["Portfolio", "Incidents", "Flags", "SLOs", "At risk", "Decisions", "Ledger"]
 
 
 @pytest.mark.parametrize("role", ["tpm", "commander", "responder", "viewer"])
@@ -86,9 +86,10 @@ def test_live_push__browser_offline_while_entry_recorded__replayed_on_reconnect(
     screenshot(watcher, "live-replay-after-reconnect")
 
 
-def test_pages__viewer__empty_sections_say_what_will_be_there(new_page):
+def test_pages__viewer__decisions_page_reads_across_programs(new_page):
     page = new_page()
     login(page, "viewer")
-    page.get_by_role("link", name="SLOs", exact=True).click()
-    expect(page.get_by_test_id("empty-state")).to_contain_text("error budgets")
-    screenshot(page, "slos-empty")
+    page.get_by_role("link", name="Decisions", exact=True).click()
+    expect(page.get_by_role("heading", name="Decisions", level=1)).to_be_visible()
+    expect(page.get_by_role("form", name="Filter decisions")).to_be_visible()
+    screenshot(page, "decisions")

@@ -61,3 +61,16 @@ def make_plan(db) -> Callable[..., Plan]:
         return plan
 
     return make
+
+
+@pytest.fixture
+def example_slos(db) -> None:
+    """The SLO the example plan's budget gates name (`examples/openslo/login-availability.yaml`)."""
+    from pathlib import Path
+
+    from signals.openslo import openslo_parse
+    from signals.services import slo_save
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "openslo" / "login-availability.yaml"
+    for spec in openslo_parse(path.read_text()):
+        slo_save(spec=spec)

@@ -9,7 +9,8 @@ from rollouts.services.plan_apply import PlanApplyRefused, plan_apply
 from tests.factories import UserFactory
 from tests.rollouts.plan_factories import example_text, plan_doc, plan_yaml, step_doc
 
-pytestmark = pytest.mark.django_db
+# The example plan gates two steps on the login SLO, which must exist to apply it.
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("example_slos")]
 
 
 @pytest.fixture
@@ -32,10 +33,10 @@ def test_plan_apply__example_file__plan_steps_targets_flag_ledger_and_push(tpm):
     assert result.applied and result.plan == plan and plan.status == "draft"
     assert plan.spec_digest == result.spec.digest()
     steps = list(plan.steps.order_by("position"))
-    assert [s.position for s in steps] == list(range(1, 10))
-    assert steps[0].key == "idp-roles" and steps[-1].key == "sessions-contract"
+    assert [s.position for s in steps] == list(range(1, 11))
+    assert steps[0].key == "idp-roles" and steps[-1].key == "idp-peak-probe"
     assert _deps(plan)["login-25"] == {"login-5"} and _deps(plan)["login-100"] == {"login-25"}
-    assert StepTarget.objects.filter(step__plan=plan).count() == 27
+    assert StepTarget.objects.filter(step__plan=plan).count() == 28  # 9 steps in 3 regions, the probe in 1
     assert set(Target.objects.values_list("name", flat=True)) == {"us-east", "eu-west", "ap-south"}
     flag = Flag.objects.get(key="new-login")
     assert flag.current.number == 1 and not flag.current.enabled

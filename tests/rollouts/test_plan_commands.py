@@ -8,7 +8,8 @@ from rollouts.models import Plan
 from tests.factories import UserFactory
 from tests.rollouts.plan_factories import EXAMPLE, plan_yaml, step_doc
 
-pytestmark = pytest.mark.django_db
+# The example plan gates two steps on the login SLO, which must exist to apply it.
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("example_slos")]
 
 
 def _run(*args: str) -> tuple[int, str, str]:

@@ -7,7 +7,8 @@ from rollouts.models import Plan
 from rollouts.services.plan_apply import plan_apply
 from tests.rollouts.plan_factories import example_text, plan_yaml, step_doc
 
-pytestmark = pytest.mark.django_db
+# The example plan gates two steps on the login SLO, which must exist to apply it.
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("example_slos")]
 
 IMPORT = "/plans/import/"
 
@@ -60,7 +61,7 @@ def test_plan_import__preview_then_apply__diff_shown_then_written_and_redirected
     )
 
     assert response.status_code == 302 and response["Location"] == "/plans/identity-migration/"
-    assert Plan.objects.get(key="identity-migration").steps.count() == 9
+    assert Plan.objects.get(key="identity-migration").steps.count() == 10
     assert LedgerEntry.objects.filter(action="plan.applied").count() == 1
 
 

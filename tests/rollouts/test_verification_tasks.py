@@ -164,3 +164,9 @@ def test_source_retry_allowed__budget_per_minute__refused_once_spent_fresh_next_
         assert source_retry_allowed(f"{source}-other")  # each source has its own budget
         clock.time.return_value += 60
         assert source_retry_allowed(source)
+
+
+def test_task_route__send_task_without_arguments__default_queue():
+    from rollouts.tasks import task_route
+
+    assert task_route("stepwise.tasks.worker_heartbeat", None, None, {}) is None

@@ -55,13 +55,21 @@ print(json.dumps({
 """
 
 
-def _ingest(base: str, token: str, value: float) -> dict:
+def _ingest(
+    base: str,
+    token: str,
+    value: float,
+    *,
+    name: str = "login_error_ratio",
+    labels: dict[str, str] | None = None,
+) -> dict:
+    """One sample posted to the ingest API now (`login_error_ratio{variant="on"}` unless told)."""
     body = json.dumps(
         {
             "samples": [
                 {
-                    "name": "login_error_ratio",
-                    "labels": {"variant": "on"},
+                    "name": name,
+                    "labels": {"variant": "on"} if labels is None else labels,
                     "timestamp": time.time(),
                     "value": value,
                 }

@@ -19,17 +19,28 @@ from incidents.services import (
     incident_status_change,
     narration_post,
 )
+from leadership.services import slos_import
 from ledger.models import LedgerEntry
 from ledger.services import ledger_record_manual
 from rollouts.models import Plan, Target
+from rollouts.services.assumptions import assumption_add, assumption_status_set
 from rollouts.services.consumers import flag_consumer_register
+from rollouts.services.decisions import decision_record
 from rollouts.services.evaluation import verification_evaluate
 from rollouts.services.flags import flag_change, flag_create
 from rollouts.services.plan_apply import plan_apply
 from rollouts.services.steps import plan_transition, step_target_confirm, step_transition
-from stepwise.demo import demo_traffic_emit
+from signals.models import SLO
+from signals.slos import slo_refresh
+from stepwise.demo import demo_slo_history, demo_traffic_emit
 
 DEMO_PASSWORD = "stepwise-demo"
+DEMO_SLOS = (
+    "login-availability.yaml",
+    "login-latency.yaml",
+    "accounts-api.yaml",
+    "search-api.yaml",
+)
 DEMO_USERS = {
     "tpm": ("Tara", "Program manager"),
     "commander": ("Cora", "Incident commander"),
@@ -91,8 +102,15 @@ class Command(BaseCommand):
         """The identity migration mid-flight, through the same services a person would use."""
         User = get_user_model()
         tpm, commander = users["tpm"], users["commander"]
-        text = (Path(settings.BASE_DIR) / "examples" / "identity-migration.yaml").read_text()
-        plan = plan_apply(text=text, actor=tpm).plan
+        examples = Path(settings.BASE_DIR) / "examples"
+        # A week of SLO metrics and the SLOs over them, before the plan: a step's budget gate
+        # names an SLO that must exist.
+        demo_slo_history(at=timezone.now())
+        for name in DEMO_SLOS:
+            slos_import(
+                text=(examples / "openslo" / name).read_text(), actor=tpm, origin="seed_demo"
+            )
+        plan = plan_apply(text=(examples / "identity-migration.yaml").read_text(), actor=tpm).plan
         plan_transition(plan_id=plan.pk, action="activate", actor=tpm, reason="kickoff")
         regions = ["us-east", "eu-west", "ap-south"]
 
@@ -117,6 +135,7 @@ class Command(BaseCommand):
         # region by its convergence predicate (ap-south has not finished).
         backfill = plan.steps.get(key="sessions-backfill")
         step_transition(step_id=backfill.pk, action="start", actor=tpm)
+        self._seed_assumptions(plan, tpm)
 
         for key, kind, owner, description, changes in (
             (
@@ -172,6 +191,64 @@ class Command(BaseCommand):
             source="board",
         )
         self._seed_incident(users)
+        for slo_id in SLO.objects.values_list("pk", flat=True):
+            slo_refresh(slo_id=slo_id)
+
+    def _seed_assumptions(self, plan: Plan, tpm) -> None:
+        """What the plan bets on, ranked, and one call already made. The top bet is untested: its
+        probe step fails in the demo (see stepwise/demo.py)."""
+        assumption_add(
+            plan_id=plan.pk,
+            statement="The new identity provider carries peak sign-in traffic (2,000/s) "
+            "with under 1% errors",
+            impact=5,
+            uncertainty=4,
+            probe="Replay one peak hour of sign-ins against it from the load generator",
+            probe_cost="2 hours, one engineer",
+            probe_step_id=plan.steps.get(key="idp-peak-probe").pk,
+            actor=tpm,
+        )
+        for statement, impact, uncertainty, probe, cost, evidence in (
+            (
+                "Existing sessions can be backfilled online, without a sign-in freeze",
+                4,
+                2,
+                "Backfill us-east first and watch lock waits on the accounts database",
+                "half a day",
+                "accounts-deploy and the backfill ran with lock waits under 40 ms in us-east",
+            ),
+            (
+                "Clients never notice the gateway auth policy change",
+                3,
+                2,
+                "Canary the policy on one region's edge and compare auth rejections",
+                "1 day",
+                "gateway-policy canary: auth rejections flat at 1% in us-east and eu-west",
+            ),
+        ):
+            assumption = assumption_add(
+                plan_id=plan.pk,
+                statement=statement,
+                impact=impact,
+                uncertainty=uncertainty,
+                probe=probe,
+                probe_cost=cost,
+                actor=tpm,
+            )
+            assumption_status_set(
+                assumption_id=assumption.pk, status="holding", evidence=evidence, actor=tpm
+            )
+        decision_record(
+            actor=tpm,
+            plan_id=plan.pk,
+            step_id=plan.steps.get(key="gateway-policy").pk,
+            believed="All three regions take the gateway policy on the same day",
+            observed="ap-south's edge applies config pushes a day late",
+            decided="persist",
+            why="The lag is the known CDN purge delay; nothing downstream waits on ap-south's "
+            "gateway, so the order of the plan still holds",
+            would_choose_again=True,
+        )
 
     def _seed_incident(self, users: dict) -> None:
         """An incident in progress: narrated, one hypothesis, a change that did not help."""

@@ -1,0 +1,132 @@
+"""Leadership pages: SLOs worst first, one SLO with its charts, plans at risk. Thin: a selector or
+one service per view."""
+
+from django.contrib import messages
+from django.contrib.auth.decorators import permission_required
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from incidents.services import incident_declare_from_slo_alert
+from leadership import charts, selectors
+from leadership.forms import OpenSLOImportForm
+from leadership.services import slos_import
+from rollouts.models import Decision
+from rollouts.services import InvalidInput, TransitionRefused
+from signals.models import SLO
+from signals.openslo import openslo_export
+from signals.services import slo_spec_of
+from signals.slo_spec import SLOInvalid
+
+
+@require_GET
+def slo_overview(request: HttpRequest) -> HttpResponse:
+    template = "leadership/slo_overview.html" + ("#slo-table" if request.htmx else "")
+    return render(
+        request,
+        template,
+        {"statuses": selectors.slo_overview(), "burn_columns": selectors.OVERVIEW_BURN_WINDOWS},
+    )
+
+
+@require_GET
+def slo_detail(request: HttpRequest, name: str) -> HttpResponse:
+    page = selectors.slo_page(name=name, with_history=not request.htmx)
+    if page is None:
+        raise Http404(f"no SLO named {name!r}")
+    if request.htmx:
+        # The numbers and alerts refresh on their own; the charts stay as drawn.
+        return render(request, "leadership/slo_detail.html#slo-live", page)
+    slo, markers = page["slo"], page["markers"]
+    page["series"] = series = selectors.slo_series(page["status"])
+    page["charts"] = {
+        "sli": charts.sli_chart(slo, series, markers),
+        "budget": charts.budget_chart(series, markers),
+        "latency": charts.latency_chart(slo, series, markers),
+        "burn": charts.burn_chart(series, page["rules"], markers),
+    }
+    return render(request, "leadership/slo_detail.html", page)
+
+
+@require_http_methods(["GET", "POST"])
+def slo_import(request: HttpRequest) -> HttpResponse:
+    if request.method == "GET":
+        return render(request, "leadership/slo_import.html", {"form": OpenSLOImportForm()})
+    if not request.user.has_perm("signals.manage_slo"):
+        raise PermissionDenied("importing SLOs needs the tpm role")
+    form = OpenSLOImportForm(request.POST, request.FILES)
+    problems, results = [], []
+    if form.is_valid():
+        try:
+            results = slos_import(
+                text=form.cleaned_data["text"], actor=request.user, origin="openslo import"
+            )
+        except SLOInvalid as exc:
+            problems = exc.problems
+    status = 400 if problems or not form.is_valid() else 200
+    return render(
+        request,
+        "leadership/slo_import.html",
+        {"form": form, "problems": problems, "results": results},
+        status=status,
+    )
+
+
+@require_GET
+def slo_export(request: HttpRequest, name: str = "") -> HttpResponse:
+    slos = SLO.objects.select_related("source")
+    if name:
+        slos = slos.filter(name=name)
+        if not slos:
+            raise Http404(f"no SLO named {name!r}")
+    response = HttpResponse(
+        openslo_export([slo_spec_of(slo) for slo in slos]), content_type="application/yaml"
+    )
+    filename = f"{name or 'slos'}.openslo.yaml"
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+@require_POST
+@permission_required("incidents.narrate", raise_exception=True)
+def slo_alert_declare(request: HttpRequest, alert_id: int) -> HttpResponse:
+    back = request.POST.get("back") or reverse("slos")
+    try:
+        incident, created = incident_declare_from_slo_alert(alert_id=alert_id, actor=request.user)
+    except (InvalidInput, TransitionRefused) as exc:
+        messages.error(request, str(exc))
+        return redirect(back if back.startswith("/") else reverse("slos"))
+    if not created:
+        messages.info(request, f"INC-{incident.pk} is already open for this alert")
+    return redirect("incident-console", incident.pk)
+
+
+@require_GET
+def plans_at_risk(request: HttpRequest) -> HttpResponse:
+    return render(request, "leadership/plans_at_risk.html", {"risks": selectors.plans_at_risk()})
+
+
+@require_GET
+def decisions(request: HttpRequest) -> HttpResponse:
+    team, decided = request.GET.get("team", ""), request.GET.get("decided", "")
+    period = request.GET.get("period", "90d")
+    if period not in selectors.PERIODS:
+        period = "90d"
+    view = selectors.decisions_overview(team=team, decided=decided, period=period)
+    return render(
+        request,
+        "leadership/decisions.html",
+        {
+            "view": view,
+            "chart": charts.decisions_chart(view.weekly) if view.weekly else "",
+            "needing": selectors.plans_needing_decision(),
+            "team": team,
+            "decided": decided,
+            "period": period,
+            "periods": list(selectors.PERIODS),
+            "calls": Decision.Decided.choices,
+            "question": Decision.DECISIVE_QUESTION,
+        },
+    )

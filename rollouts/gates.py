@@ -1,0 +1,133 @@
+"""The error budget gate: a step may require that an SLO has more than a share of its error budget
+left. Pure reads; `rollouts.rules` turns a closed gate into the reason a step cannot start."""
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import Decimal
+
+from rollouts.models import Step
+from rollouts.services.flags import percent_text
+from signals.models import SLO
+from signals.slos import SLOStatus, slo_statuses
+
+GATE = "error budget gate"
+# Only a step that could start now is held by its gate; the gate is not checked again later.
+STARTABLE = {Step.Status.PENDING, Step.Status.READY}
+
+
+def _left_text(percent: float, threshold: Decimal) -> str:
+    """-12.4999 -> "-12.5%": one decimal, or two where one would look equal to the threshold."""
+    for digits in (1, 2):
+        rounded = round(percent, digits)
+        if rounded != float(threshold) or percent == float(threshold):
+            break
+    if rounded == 0:
+        return "0%"
+    return f"{rounded:.{digits}f}".rstrip("0").rstrip(".") + "%"
+
+
+@dataclass(frozen=True)
+class BudgetGate:
+    """A step's gate read against its SLO's status now."""
+
+    step: Step
+    status: SLOStatus
+
+    @property
+    def slo(self) -> SLO:
+        return self.status.slo
+
+    @property
+    def min_remaining(self) -> Decimal:
+        return self.step.budget_min_remaining or Decimal(0)
+
+    @property
+    def remaining_percent(self) -> float | None:
+        remaining = self.status.budget_remaining
+        return None if remaining is None else remaining * 100
+
+    @property
+    def closed(self) -> bool:
+        """Without data the budget is unchanged, so the gate stays open."""
+        remaining = self.remaining_percent
+        return remaining is not None and remaining <= float(self.min_remaining)
+
+    @property
+    def reason(self) -> str | None:
+        """Why the gate holds the step, or None when it is open."""
+        if not self.closed:
+            return None
+        return budget_gate_reason(self.step, self.status)
+
+    @property
+    def text(self) -> str:
+        return budget_gate_text(self.step, self.status)
+
+    @property
+    def detail(self) -> str:
+        """The text without the SLO's name, for where the name is already shown (a link)."""
+        return self.text.removeprefix(f"{self.slo.name}: ")
+
+
+def budget_gate_reason(step: Step, status: SLOStatus) -> str:
+    """ "error budget gate: login-availability has -12.5% of its budget left; this step needs
+    more than 25%": the words the Start button and a refused start both show."""
+    remaining, needs = status.budget_remaining, step.budget_min_remaining or Decimal(0)
+    left = "no data" if remaining is None else _left_text(remaining * 100, needs)
+    return (
+        f"{GATE}: {status.slo.name} has {left} of its budget left; "
+        f"this step needs more than {percent_text(needs)}"
+    )
+
+
+def budget_gate_text(step: Step, status: SLOStatus) -> str:
+    """The gate's state for the step page, open or closed: "login-availability: 63% left,
+    needs > 25%"."""
+    remaining, needs = status.budget_remaining, step.budget_min_remaining or Decimal(0)
+    if remaining is None:
+        return (
+            f"{status.slo.name}: no data: the budget is unchanged (needs > {percent_text(needs)})"
+        )
+    left = _left_text(remaining * 100, needs)
+    return f"{status.slo.name}: {left} left, needs > {percent_text(needs)}"
+
+
+def partner_reason(partner: Step, reason: str) -> str:
+    """A lockstep partner's closed gate, as the reason the steps starting with it are held."""
+    detail = reason.removeprefix(f"{GATE}: ").replace("this step needs", f"{partner.key} needs")
+    return f"{GATE} (lockstep partner {partner.key}): {detail}"
+
+
+def _slos(steps: list[Step]) -> dict[int, SLO]:
+    loaded = {s.budget_slo_id: s.budget_slo for s in steps if Step.budget_slo.is_cached(s)}
+    missing = {s.budget_slo_id for s in steps} - set(loaded)
+    if missing:
+        loaded |= {slo.pk: slo for slo in SLO.objects.filter(pk__in=missing)}
+    return loaded
+
+
+def budget_gates(steps: Iterable[Step]) -> dict[int, BudgetGate]:
+    """Step id -> its gate read now, for every gated step given whatever its status. One
+    `slo_statuses` call over the distinct SLOs (and one query for SLOs not already loaded)."""
+    gated = [s for s in steps if s.budget_slo_id is not None]
+    if not gated:
+        return {}
+    slos = _slos(gated)
+    statuses = {status.slo.pk: status for status in slo_statuses(slos.values())}
+    return {s.pk: BudgetGate(step=s, status=statuses[s.budget_slo_id]) for s in gated}
+
+
+def blockers_of(gates: dict[int, BudgetGate]) -> dict[int, str]:
+    """Step id -> why its gate holds it now, for the gated steps that could start (pending or
+    ready) and whose SLO has data with at most the required share of its budget left."""
+    return {
+        step_id: gate.reason
+        for step_id, gate in gates.items()
+        if gate.step.status in STARTABLE and gate.reason is not None
+    }
+
+
+def budget_gate_blockers(steps: Iterable[Step]) -> dict[int, str]:
+    """Step id -> why its error budget gate holds it now (see `blockers_of`), computed for all
+    `steps` with one `slo_statuses` call over their distinct SLOs."""
+    return blockers_of(budget_gates(s for s in steps if s.status in STARTABLE))

@@ -1,0 +1,109 @@
+"""What an SLO declares, independent of how it was written (OpenSLO YAML, a form, the seed).
+
+A ratio SLI counts good (or bad) events against total events. A threshold SLI compares one
+number per minute (a latency percentile) with a threshold: each minute is a time slice that is
+good when the comparison holds. The computation of what an SLO *is now* lives in `signals.slos`.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from signals.selectors import matchers_text
+
+BUILTIN = "builtin"
+THRESHOLD_OPS = {"lt": "<", "lte": "<=", "gt": ">", "gte": ">="}
+BUDGETING = ("Occurrences", "Timeslices")
+CALENDAR_UNITS = ("d", "w", "M")
+
+
+class SLOInvalid(ValueError):
+    """A refused SLO. `problems` is a list of (path, reason), path like `spec.objectives[0].target`."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{path}: {reason}" for path, reason in problems))
+
+
+@dataclass(frozen=True)
+class MetricRef:
+    """One series read from a source: a PromQL query, or a built-in metric with label matchers.
+
+    For the built-in store `aggregation` is used by threshold SLIs (`p99`, `p999`, `avg`, `max`):
+    the per-minute number compared with the threshold.
+    """
+
+    query: str = ""
+    metric: str = ""
+    matchers: dict[str, str] = field(default_factory=dict)
+    aggregation: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.query:
+            return {"query": self.query}
+        data: dict[str, Any] = {"metric": self.metric}
+        if self.matchers:
+            data["matchers"] = dict(self.matchers)
+        if self.aggregation:
+            data["aggregation"] = self.aggregation
+        return data
+
+    def describe(self) -> str:
+        """The PromQL, or the built-in selector as PromQL would write it."""
+        if self.query:
+            return self.query
+        per_minute = f" ({self.aggregation} per minute)" if self.aggregation else ""
+        return f"{self.metric}{matchers_text(self.matchers)}{per_minute}"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "MetricRef":
+        return cls(
+            query=data.get("query", ""),
+            metric=data.get("metric", ""),
+            matchers=dict(data.get("matchers") or {}),
+            aggregation=data.get("aggregation", ""),
+        )
+
+
+@dataclass(frozen=True)
+class SLISpec:
+    kind: Literal["ratio", "threshold"]
+    # The MetricSource name, or BUILTIN for the built-in store.
+    source: str = BUILTIN
+    # ratio: `good` or `bad`, with `total`. `counter` says the series are cumulative counters
+    # (their increase is the event count); otherwise each sample is a count of events.
+    good: MetricRef | None = None
+    bad: MetricRef | None = None
+    total: MetricRef | None = None
+    counter: bool = True
+    # threshold: the per-minute number, compared with `op` and `value` (from the objective).
+    metric: MetricRef | None = None
+
+
+@dataclass(frozen=True)
+class SLOSpec:
+    name: str  # a DNS-label-like slug, unique
+    service: str
+    indicator: SLISpec
+    objective: float  # in (0, 1), e.g. 0.999
+    window_seconds: int
+    display_name: str = ""
+    description: str = ""
+    owner: str = ""
+    indicator_name: str = ""  # metadata.name of the SLI, kept for export
+    objective_name: str = ""  # objectives[0].displayName
+    rolling: bool = True
+    # A calendar window: `window_text` like "1M", "1w", "28d"; periods start at `calendar_start`
+    # (ISO-8601 with offset) in `calendar_timezone`.
+    window_text: str = ""
+    calendar_start: str = ""
+    calendar_timezone: str = ""
+    budgeting: str = "Occurrences"
+    # Timeslices: a slice is good when its ratio is at least `time_slice_target`. Slices are one
+    # minute long (the rollup's resolution).
+    time_slice_target: float | None = None
+    # threshold SLIs: the comparison of each minute's number with `threshold`.
+    threshold_op: str = ""
+    threshold: float | None = None
+    # Burn-rate alerts need at least this many events in the long window (low traffic would page
+    # on a handful of errors otherwise).
+    alert_min_events: int = 20

@@ -1,0 +1,76 @@
+"""The leadership decisions page: every call across programs, filtered, counted per week."""
+
+from datetime import timedelta
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from rollouts.models import Decision
+from rollouts.services.decisions import decision_record
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _fast_passwords(settings) -> None:
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+def _decide(plan, tpm, decided: str, why: str = "the numbers say so") -> Decision:
+    return decision_record(
+        actor=tpm,
+        plan_id=plan.pk,
+        believed="the new login is ready",
+        observed="half the sign-ins on it fail",
+        decided=decided,
+        why=why,
+        would_choose_again=decided != "kill",
+    )
+
+
+def test_decisions_page__two_teams__filters_totals_and_chart(client, role_user, make_plan):
+    tpm = role_user("tpm")
+    identity = make_plan([{"key": "a"}], key="identity")
+    payments = make_plan([{"key": "b"}], key="payments")
+    payments.owner = "payments"
+    payments.save(update_fields=["owner"])
+    _decide(identity, tpm, "adapt")
+    _decide(identity, tpm, "persist")
+    _decide(payments, tpm, "adapt", why="payments moved the window")
+    # An old call, written directly: decisions are append-only (PostgreSQL refuses an UPDATE),
+    # and the service stamps the current time.
+    Decision.objects.create(
+        plan=payments,
+        author=tpm,
+        believed="the window holds",
+        observed="it held",
+        decided="persist",
+        why="an old call",
+        created_at=timezone.now() - timedelta(days=200),
+    )
+    client.force_login(role_user("viewer"))
+
+    everything = client.get(reverse("decisions"), {"period": "all"})
+    recent = client.get(reverse("decisions"))
+    payments_only = client.get(reverse("decisions"), {"team": "payments", "period": "all"})
+    adapts = client.get(reverse("decisions"), {"decided": "adapt"})
+
+    assert everything.status_code == 200
+    assert len(everything.context["view"].decisions) == 4
+    assert everything.context["view"].totals == {"adapt": 2, "persist": 2}
+    assert len(recent.context["view"].decisions) == 3  # the 200-day-old call is outside 90d
+    assert {d.plan.key for d in payments_only.context["view"].decisions} == {"payments"}
+    assert {d.decided for d in adapts.context["view"].decisions} == {"adapt"}
+    body = everything.content.decode()
+    assert 'id="chart-decisions"' in body
+    assert "payments moved the window" in body
+    assert Decision.DECISIVE_QUESTION in body
+
+
+def test_decisions_page__bad_period__falls_back_to_90_days(client, role_user):
+    client.force_login(role_user("viewer"))
+    page = client.get(reverse("decisions"), {"period": "forever"})
+    assert page.status_code == 200
+    assert page.context["period"] == "90d"
+    assert 'data-testid="empty-state"' in page.content.decode()
