@@ -5,7 +5,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
-from rollouts.models import Step
+from rollouts.models import Plan, Step
 from rollouts.services.flags import percent_text
 from signals.models import SLO
 from signals.slos import SLOStatus, slo_statuses
@@ -42,15 +42,8 @@ class BudgetGate:
         return self.step.budget_min_remaining or Decimal(0)
 
     @property
-    def remaining_percent(self) -> float | None:
-        remaining = self.status.budget_remaining
-        return None if remaining is None else remaining * 100
-
-    @property
     def closed(self) -> bool:
-        """Without data the budget is unchanged, so the gate stays open."""
-        remaining = self.remaining_percent
-        return remaining is not None and remaining <= float(self.min_remaining)
+        return gate_closed(self.status.budget_remaining, self.min_remaining)
 
     @property
     def reason(self) -> str | None:
@@ -67,6 +60,29 @@ class BudgetGate:
     def detail(self) -> str:
         """The text without the SLO's name, for where the name is already shown (a link)."""
         return self.text.removeprefix(f"{self.slo.name}: ")
+
+
+def gate_closed(budget_remaining: float | None, min_remaining: Decimal) -> bool:
+    """A gate needing more than `min_remaining` percent, against a remaining share of the
+    budget. Without data the budget is unchanged, so the gate stays open."""
+    return budget_remaining is not None and budget_remaining * 100 <= float(min_remaining)
+
+
+def plans_whose_gates_moved(
+    *, slo_id: int, budget_before: float | None, budget_after: float | None
+) -> list[Plan]:
+    """Active plans with a step that could start and whose gate on `slo_id` opened or closed as
+    the SLO's remaining budget went from `budget_before` to `budget_after`."""
+    gated = Step.objects.filter(
+        budget_slo_id=slo_id, status__in=STARTABLE, plan__status=Plan.Status.ACTIVE
+    ).select_related("plan")
+    moved = {
+        step.plan_id: step.plan
+        for step in gated
+        if gate_closed(budget_before, step.budget_min_remaining or Decimal(0))
+        != gate_closed(budget_after, step.budget_min_remaining or Decimal(0))
+    }
+    return list(moved.values())
 
 
 def budget_gate_reason(step: Step, status: SLOStatus) -> str:

@@ -5,6 +5,7 @@ from typing import Any
 from django.dispatch import receiver
 
 from signals.services import samples_ingested
+from signals.slos import slo_refreshed
 
 
 @receiver(samples_ingested)
@@ -16,3 +17,18 @@ def evaluate_on_breaching_samples(sender: Any, metrics: set[str], **kwargs: Any)
 
     for verification_id in watched_verifications(metrics):
         verification_evaluate_task.delay(verification_id, "ingest")
+
+
+@receiver(slo_refreshed)
+def push_budget_gates_that_moved(
+    sender: Any, slo_id: int, budget_before: float | None, budget_after: float | None, **kwargs: Any
+) -> None:
+    """A gate that a rollup opened or closed shows on the plan and step pages now, rather than at
+    their next event: a TPM watching for the budget to recover sees Start come back."""
+    from rollouts.gates import plans_whose_gates_moved
+    from rollouts.publish import plan_publish
+
+    for plan in plans_whose_gates_moved(
+        slo_id=slo_id, budget_before=budget_before, budget_after=budget_after
+    ):
+        plan_publish(plan=plan, event="budget_gate")

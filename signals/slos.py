@@ -43,6 +43,7 @@ SETTLE = timedelta(seconds=20)
 COUNTER_LOOKBACK = timedelta(minutes=15)
 CHUNK = timedelta(days=1)
 BURN_WINDOWS = {"5m": 300, "30m": 1800, "1h": 3600, "6h": 21600, "3d": 259200}
+SHORTEST_BURN_WINDOW = min(BURN_WINDOWS, key=BURN_WINDOWS.__getitem__)
 _OPS: dict[str, Callable[[float, float], bool]] = {
     "lt": operator.lt,
     "lte": operator.le,
@@ -50,8 +51,10 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
     "gte": operator.ge,
 }
 
-# Sent on commit when a burn-rate alert opens (`alert_id`).
-slo_alert_opened = django.dispatch.Signal()
+# Sent after `slo_refresh` with `slo_id`, `budget_before` and `budget_after` (remaining shares of
+# the error budget, None without data) and `opened` (ids of the alerts it opened): apps above this
+# one push what the move changes (a budget gate opening or closing) without polling.
+slo_refreshed = django.dispatch.Signal()
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,13 @@ class SLOStatus:
     def exhausted(self) -> bool:
         remaining = self.budget_remaining
         return remaining is not None and remaining <= 0
+
+    @property
+    def silent_for(self) -> str | None:
+        """The shortest burn window ("5m") when the SLO has data but none in it: the source may
+        be dead, and its open alerts stay open until data says otherwise. Else None."""
+        silent = self.has_data and self.burn_rates[SHORTEST_BURN_WINDOW] is None
+        return SHORTEST_BURN_WINDOW if silent else None
 
     @property
     def state(self) -> str:
@@ -537,15 +547,13 @@ def slo_alerts_evaluate(*, slo_id: int) -> list[SLOAlert]:
                 opened_at=at,
             )
             opened.append(alert)
-            transaction.on_commit(
-                lambda alert_id=alert.pk: slo_alert_opened.send(sender=SLOAlert, alert_id=alert_id)
-            )
         elif firing and current is not None:
             peak = max(current.peak_burn_rate, long_rate, short_rate)
             if peak > current.peak_burn_rate:
                 current.peak_burn_rate = peak
                 current.save(update_fields=["peak_burn_rate"])
-        elif not firing and current is not None:
+        elif not firing and current is not None and short_rate is not None:
+            # Only data resolves a page: a dead exporter must not silence one.
             current.resolved_at = at
             current.save(update_fields=["resolved_at"])
     return opened
@@ -567,6 +575,17 @@ def slo_alerts_describe(slo: SLO) -> list[dict]:
 
 
 def slo_refresh(*, slo_id: int, now: datetime | None = None) -> list[SLOAlert]:
-    """Roll up the closed minutes, then evaluate the burn-rate alerts."""
+    """Roll up the closed minutes, evaluate the burn-rate alerts, then send `slo_refreshed` with
+    how the remaining budget moved. Returns the alerts opened."""
+    before = slo_status(SLO.objects.get(pk=slo_id)).budget_remaining
     slo_rollup(slo_id=slo_id, now=now)
-    return slo_alerts_evaluate(slo_id=slo_id)
+    opened = slo_alerts_evaluate(slo_id=slo_id)
+    after = slo_status(SLO.objects.get(pk=slo_id)).budget_remaining
+    slo_refreshed.send(
+        sender=SLO,
+        slo_id=slo_id,
+        budget_before=before,
+        budget_after=after,
+        opened=[alert.pk for alert in opened],
+    )
+    return opened

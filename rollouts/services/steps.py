@@ -43,6 +43,20 @@ def _load(plan_id: int) -> tuple[Plan, dict[int, Step], dict[int, list[int]]]:
     return plan, steps, deps
 
 
+def _load_for_step(
+    step_id: int, *, refresh: bool
+) -> tuple[Plan, dict[int, Step], dict[int, list[int]], Step]:
+    """`_load` the plan of `step_id` (InvalidInput when there is no such step); with `refresh`,
+    an active plan's readiness is brought up to date first, so rules see what a person sees."""
+    plan_id = Step.objects.filter(pk=step_id).values_list("plan_id", flat=True).first()
+    if plan_id is None:
+        raise InvalidInput(f"no step with id {step_id}")
+    plan, steps, deps = _load(plan_id)
+    if refresh and plan.status == Plan.Status.ACTIVE:
+        _refresh_ready(plan, steps, deps)
+    return plan, steps, deps, steps[step_id]
+
+
 def _set_status(
     step: Step, status: str, *, actor: Any, reason: str = "", payload: dict | None = None
 ) -> None:
@@ -187,13 +201,7 @@ def step_transition(
         raise InvalidInput(f"unknown step action {action!r}; one of {', '.join(STEP_ACTIONS)}")
     if budget_override is not None and action != "start":
         raise InvalidInput("an error budget gate override only starts a step")
-    plan_id = Step.objects.filter(pk=step_id).values_list("plan_id", flat=True).first()
-    if plan_id is None:
-        raise InvalidInput(f"no step with id {step_id}")
-    plan, steps, deps = _load(plan_id)
-    if plan.status == Plan.Status.ACTIVE:
-        _refresh_ready(plan, steps, deps)
-    step = steps[step_id]
+    plan, steps, deps, step = _load_for_step(step_id, refresh=True)
     siblings = list(steps.values())
     members = lockstep_members(step, siblings)
 
@@ -295,13 +303,7 @@ def step_start_over_budget(
     when the decision is incomplete. Nothing is written then. Side effects: those of
     `decision_record` and of `step_transition` start, whose ledger entries name the decision.
     """
-    plan_id = Step.objects.filter(pk=step_id).values_list("plan_id", flat=True).first()
-    if plan_id is None:
-        raise InvalidInput(f"no step with id {step_id}")
-    plan, steps, deps = _load(plan_id)
-    if plan.status == Plan.Status.ACTIVE:
-        _refresh_ready(plan, steps, deps)
-    step = steps[step_id]
+    plan, steps, deps, step = _load_for_step(step_id, refresh=True)
     siblings = list(steps.values())
     assumptions = assumptions_for_plans([plan.pk])[plan.pk]
     if other := start_blocker(
@@ -395,11 +397,7 @@ def step_target_confirm(
     evidence: dict | None = None,
 ) -> StepTarget:
     """A person or a webhook confirms a non-flag step reached one target. Idempotent per target."""
-    plan_id = Step.objects.filter(pk=step_id).values_list("plan_id", flat=True).first()
-    if plan_id is None:
-        raise InvalidInput(f"no step with id {step_id}")
-    plan, steps, deps = _load(plan_id)
-    step = steps[step_id]
+    plan, steps, deps, step = _load_for_step(step_id, refresh=False)
     row = (
         StepTarget.objects.select_for_update(of=("self",))
         .filter(step=step, target__name=target)

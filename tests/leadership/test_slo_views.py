@@ -62,6 +62,21 @@ def test_slo_overview__burning_and_unrolled__worst_first_with_numbers(client, ro
     assert "Import OpenSLO" not in body  # a viewer reads, does not import
 
 
+def test_slo_overview_and_detail__source_silent__badge_says_so_beside_the_open_page(
+    client, role_user
+):
+    burning = _burning()
+    slo_refresh(slo_id=burning.pk, now=timezone.now() + timedelta(minutes=20))
+    client.force_login(role_user("viewer"))
+
+    overview = client.get(reverse("slos")).content.decode()
+    detail = client.get(reverse("slo-detail", args=[burning.name])).content.decode()
+
+    assert 'data-testid="silent"' in overview and "silent 5m" in overview
+    assert 'data-testid="open-alert"' in overview
+    assert "silent: no events in the last 5m" in detail
+
+
 def test_slo_overview__htmx__renders_the_table_only(client, role_user):
     _burning()
     client.force_login(role_user("viewer"))

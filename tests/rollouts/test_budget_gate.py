@@ -2,6 +2,7 @@
 start (on the plan page, the step page and in the service, with the same words), and overridden
 only through a recorded decision."""
 
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -15,9 +16,10 @@ from rollouts.plan_spec import plan_export, plan_spec_errors, plan_spec_parse
 from rollouts.services import TransitionRefused
 from rollouts.services.plan_apply import PlanApplyRefused, plan_apply
 from rollouts.services.steps import step_transition
-from signals.slos import slo_status
+from signals.slos import slo_refresh, slo_status
 from tests.rollouts.plan_factories import plan_yaml, step_doc
-from tests.rollouts.slo_factories import gate, slo_with_budget
+from tests.rollouts.slo_factories import NOW, gate, slo_with_budget
+from tests.slo_data import counters
 
 pytestmark = pytest.mark.django_db
 
@@ -240,6 +242,35 @@ def test_step_start__started_step_budget_exhausts_afterwards__it_keeps_moving(ma
     step_transition(step_id=step.pk, action="advance", actor=None)
 
     assert Step.objects.get(pk=step.pk).status == "verifying"
+
+
+def test_slo_refresh__budget_crosses_the_gate__plan_pushed_once_with_the_reason(make_plan):
+    from live.models import StreamEvent
+
+    plan = make_plan([{"key": "a"}, {"key": "b"}])
+    slo = slo_with_budget(remaining=0.63)
+    gate(plan, "a", slo)
+    started = make_plan([{"key": "a"}], key="started-plan")
+    step_transition(step_id=gate(started, "a", slo).pk, action="start", actor=None)
+    pushes = StreamEvent.objects.filter(event="budget_gate")
+    later = NOW + timedelta(minutes=10)
+
+    counters(
+        start=NOW,
+        end=later,
+        rps=100,
+        error_ratio_at=lambda m: 0.5,
+        requests_metric="login-availability_requests_total",
+        failures_metric="login-availability_failures_total",
+    )
+    slo_refresh(slo_id=slo.pk, now=later)
+
+    [push] = pushes
+    assert push.stream_id == plan.stream  # the started plan's gate holds nothing: no push
+    assert "error budget gate: login-availability has" in push.html
+    # Still closed on the next tick: nothing moved, nothing pushed.
+    slo_refresh(slo_id=slo.pk, now=later + timedelta(minutes=1))
+    assert pushes.count() == 1
 
 
 # --- pages ---------------------------------------------------------------------------------------

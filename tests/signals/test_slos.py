@@ -146,6 +146,32 @@ def test_burn_rate_alert__errors_stop__alert_resolves():
     assert alert.peak_burn_rate >= alert.long_burn_rate
 
 
+def test_burn_rate_alert__source_goes_silent__page_stays_open_until_data_resolves_it():
+    slo, _ = slo_save(spec=ratio_spec())
+    counters(
+        start=NOW - timedelta(hours=2), end=NOW, rps=20, error_ratio_at=lambda m: 0.05, step=30
+    )
+    slo_refresh(slo_id=slo.pk, now=NOW)
+
+    # The exporter dies: an hour of nothing. The burn windows empty, but no data is not
+    # "no longer burning", so the page stays open and the SLO says it is silent.
+    silent_until = NOW + timedelta(hours=1)
+    slo_refresh(slo_id=slo.pk, now=silent_until)
+    page = SLOAlert.objects.get(slo=slo, long_window_seconds=3600)
+    assert page.resolved_at is None
+    status = slo_status(SLO.objects.get(pk=slo.pk))
+    assert status.silent_for == "5m"
+    assert page.pk in [a.pk for a in status.open_alerts]
+
+    # Clean traffic returns: data, not silence, resolves it.
+    back = silent_until + timedelta(minutes=90)
+    counters(start=silent_until, end=back, rps=20, error_ratio_at=lambda m: 0.0, step=30)
+    slo_refresh(slo_id=slo.pk, now=back)
+    page.refresh_from_db()
+    assert page.resolved_at is not None
+    assert slo_status(SLO.objects.get(pk=slo.pk)).silent_for is None
+
+
 def test_slo_rollup__threshold_timeslices__a_slice_is_good_when_enough_samples_pass():
     spec = SLOSpec(
         name="login-latency",
