@@ -26,6 +26,9 @@ STATUS_COLORS = {
 }
 
 
+STACK_GAP = 0.5  # lanes between two steps of one team at one depth
+
+
 def dependency_graph(steps: list[Step], deps: dict[int, list[int]]) -> go.Figure:
     """Steps as nodes in team lanes (y) by dependency depth (x); edges for dependencies; the critical
     path drawn thick; lockstep groups outlined in one colour."""
@@ -36,14 +39,24 @@ def dependency_graph(steps: list[Step], deps: dict[int, list[int]]) -> go.Figure
     for node in order:
         depth[node] = 1 + max((depth[d] for d in graph[node]), default=-1)
     teams = sorted({s.owner_team for s in steps})
-    lane = {team: i for i, team in enumerate(teams)}
-    slot: dict[tuple[int, str], int] = defaultdict(int)
-    pos: dict[int, tuple[float, float]] = {}
+    slot: dict[int, int] = {}
+    stacked: dict[tuple[int, str], int] = defaultdict(int)
     for node in order:
-        step = by_id[node]
-        key = (depth[node], step.owner_team)
-        pos[node] = (depth[node], lane[step.owner_team] + 0.28 * slot[key])
-        slot[key] += 1
+        key = (depth[node], by_id[node].owner_team)
+        slot[node] = stacked[key]
+        stacked[key] += 1
+    # Steps sharing a team and a depth stack inside their lane, far enough apart that each label
+    # clears the marker above it; a lane is as tall as its tallest stack.
+    base: dict[str, float] = {}
+    lane: dict[str, float] = {}
+    y = 0.0
+    for team in teams:
+        height = STACK_GAP * (max(n for (_, t), n in stacked.items() if t == team) - 1)
+        base[team], lane[team] = y, y + height / 2
+        y += height + 1
+    pos = {
+        node: (depth[node], base[by_id[node].owner_team] + STACK_GAP * slot[node]) for node in order
+    }
     critical = set()
     path = critical_path(graph, {})
     critical.update(itertools.pairwise(path))
@@ -101,7 +114,7 @@ def dependency_graph(steps: list[Step], deps: dict[int, list[int]]) -> go.Figure
             )
         )
     fig.update_layout(
-        height=max(260, 90 * len(teams) + 80),
+        height=max(260, round(90 * y) + 80),
         margin={"l": 140, "r": 20, "t": 40, "b": 50},
         plot_bgcolor="#fff",
         paper_bgcolor="#fff",
@@ -112,7 +125,7 @@ def dependency_graph(steps: list[Step], deps: dict[int, list[int]]) -> go.Figure
             "ticktext": teams,
             "showgrid": True,
             "zeroline": False,
-            "range": [-0.6, len(teams) - 0.1],
+            "range": [-0.6, y - 0.1],
         },
     )
     return fig
