@@ -18,7 +18,8 @@ BLUE, RED, AMBER, GREEN, GREY, PURPLE = (
     "#7c3aed",
 )
 BURN_COLORS = {"1h": RED, "6h": AMBER, "3d": BLUE}
-MARKER_COLORS = {"step": PURPLE, "incident": RED}
+MARKER_COLORS = {"step": PURPLE, "flag": AMBER, "incident": RED}
+MARKER_NAMES = {"step": "steps", "flag": "flag changes", "incident": "incidents"}
 
 
 def _local(at: datetime) -> datetime:
@@ -41,9 +42,9 @@ def _layout(fig: go.Figure, *, title: str, y_title: str, height: int = 280) -> N
 
 
 def _mark(fig: go.Figure, markers: list[Marker]) -> None:
-    """Vertical lines where a touching step moved or an incident was declared, each with a hover
-    label: what changed when the budget dropped."""
-    for kind in ("step", "incident"):
+    """Vertical lines where a touching step moved, its flag changed or an incident was declared,
+    each with a hover label: what changed when the budget dropped."""
+    for kind in MARKER_COLORS:
         shown = [m for m in markers if m.kind == kind]
         if not shown:
             continue
@@ -58,7 +59,7 @@ def _mark(fig: go.Figure, markers: list[Marker]) -> None:
                 yaxis="y2",
                 mode="markers",
                 marker={"symbol": "triangle-down", "size": 10, "color": MARKER_COLORS[kind]},
-                name="steps" if kind == "step" else "incidents",
+                name=MARKER_NAMES[kind],
                 text=[m.text for m in shown],
                 hovertemplate="%{text}<extra></extra>",
             )

@@ -14,7 +14,15 @@ from django.utils import timezone
 from incidents.models import Incident
 from ledger.models import LedgerEntry
 from rollouts.gates import budget_gate_blockers
-from rollouts.models import Assumption, Decision, Deviation, Plan, Step, Verification
+from rollouts.models import (
+    Assumption,
+    Decision,
+    Deviation,
+    FlagVersion,
+    Plan,
+    Step,
+    Verification,
+)
 from rollouts.rules import (
     decision_needed,
     decision_needed_reason,
@@ -22,6 +30,7 @@ from rollouts.rules import (
     top_untested_reason,
 )
 from rollouts.selectors import assumptions_for_plans
+from rollouts.services.flags import percent_text
 from signals.models import SLO, SLIBucket
 from signals.slo_spec import MetricRef
 from signals.slos import BURN_WINDOWS, SLOStatus, slo_alerts_describe, slo_statuses
@@ -30,6 +39,8 @@ from signals.slos import BURN_WINDOWS, SLOStatus, slo_alerts_describe, slo_statu
 CHART_BURN_WINDOWS = ("1h", "6h", "3d")
 OVERVIEW_BURN_WINDOWS = ("5m", "1h", "6h", "3d")
 STEP_MARKS = ("step.running", "step.failed", "step.reverted", "step.done")
+# A step's own flag versions show as its transitions; seeded versions are a starting state.
+FLAG_MARKS_EXCLUDE = (FlagVersion.Source.PLAN, FlagVersion.Source.SEED)
 FAILING = {
     Verification.Status.FAILED,
     Verification.Status.ERROR,
@@ -152,7 +163,7 @@ def _worst_per_step(
 @dataclass(frozen=True)
 class Marker:
     at: datetime
-    kind: str  # "step" or "incident"
+    kind: str  # "step", "flag" or "incident"
     text: str
     url: str
 
@@ -167,9 +178,40 @@ def slo_touching_steps(slo: SLO) -> list[Step]:
 
 
 def slo_markers(slo: SLO, *, start: datetime, end: datetime, steps: list[Step]) -> list[Marker]:
-    """What changed when: step transitions of the touching steps and incidents on the service."""
+    """What changed when: step transitions of the touching steps, changes to their flags made
+    outside those transitions (the flags board, the API, an incident console), and incidents on
+    the service."""
     by_id = {s.pk: s for s in steps}
     markers = []
+    versions = list(
+        FlagVersion.objects.filter(
+            flag_id__in={s.flag_id for s in steps if s.flag_id},
+            created_at__gte=start,
+            created_at__lte=end,
+        )
+        .exclude(source__in=FLAG_MARKS_EXCLUDE)
+        .exclude(number=1)  # created, not yet serving anyone: not a change to what users get
+        .select_related("flag")
+        .order_by("created_at")
+    )
+    outside_step = set(
+        Deviation.objects.filter(flag_version__in=versions).values_list(
+            "flag_version_id", flat=True
+        )
+    )
+    for version in versions:
+        state = f"on {percent_text(version.rollout_percentage)}" if version.enabled else "off"
+        markers.append(
+            Marker(
+                version.created_at,
+                "flag",
+                f"{version.flag.key} v{version.number}: {state} from the "
+                f"{version.get_source_display()}"
+                + (", outside its step" if version.pk in outside_step else "")
+                + f" ({version.reason})",
+                reverse("flag-detail", args=[version.flag.key]),
+            )
+        )
     for entry in LedgerEntry.objects.filter(
         step_id__in=by_id, action__in=STEP_MARKS, created_at__gte=start, created_at__lte=end
     ).order_by("seq"):

@@ -169,3 +169,49 @@ def test_slo_series__slo_older_than_its_window__last_points_match_the_status():
     assert series.budget_remaining[0] == pytest.approx(1.0, abs=0.01)  # the old burst is out
     assert series.burn_rates["1h"][-1] == pytest.approx(status.burn_rates["1h"])
     assert series.burn_rates["6h"][-1] == pytest.approx(status.burn_rates["6h"])
+
+
+def test_slo_markers__flag_changed_outside_its_step__marked_beside_the_step_transition(
+    make_plan, role_user
+):
+    from django.utils import timezone
+
+    from leadership.selectors import slo_markers, slo_touching_steps
+    from rollouts.services.flags import flag_change
+    from rollouts.services.steps import step_transition
+
+    slo, _ = slo_save(spec=ratio_spec())  # service "login"
+    plan = make_plan(
+        [
+            {
+                "key": "ramp",
+                "flag": "new-login",
+                "percentage": 5,
+                "service": "login",
+                "status": "ready",
+            }
+        ]
+    )
+    step_transition(step_id=plan.steps.get().pk, action="start", actor=role_user("tpm"))
+    flag_change(
+        flag_key="new-login",
+        changes={"rollout_percentage": 40},
+        actor=role_user("commander"),
+        reason="hotfix for the sign-in bug",
+        source="board",
+    )
+
+    now = timezone.now()
+    markers = slo_markers(
+        slo, start=now - timedelta(hours=1), end=now, steps=slo_touching_steps(slo)
+    )
+
+    assert [(m.kind, m.text) for m in markers] == [
+        ("step", "p/ramp running"),
+        (
+            "flag",
+            "new-login v3: on 40% from the flags board, outside its step "
+            "(hotfix for the sign-in bug)",
+        ),
+    ]
+    assert markers[1].url == "/flags/new-login/"
