@@ -210,14 +210,21 @@ def decisions_chart(weekly: list[dict]) -> str:
         )
     _layout(fig, title="Calls per week", y_title="decisions", height=260)
     week_ms = 7 * 86400 * 1000
-    fig.update_traces(width=week_ms * 0.7)
     starts = [_local(w) if isinstance(w, datetime) else w for w in weeks]
+    # Each bar spans its week (Monday to Sunday), with the ticks on the Mondays.
+    fig.update_traces(
+        width=week_ms * 0.7,
+        xperiod=week_ms,
+        xperiod0=min(starts) if starts else None,
+        xperiodalignment="middle",
+    )
     fig.update_layout(barmode="stack", hovermode="closest")
     fig.update_xaxes(
         type="date",
         tickformat="%b %d",
         dtick=week_ms,
-        range=[min(starts) - timedelta(days=7), max(starts) + timedelta(days=7)]
+        tick0=min(starts) if starts else None,
+        range=[min(starts) - timedelta(days=7), max(starts) + timedelta(days=14)]
         if starts
         else None,
     )
