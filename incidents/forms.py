@@ -28,6 +28,15 @@ class StatusForm(forms.Form):
     reason = forms.CharField(max_length=300, required=False)
 
 
+class TriageForm(forms.Form):
+    severity = forms.TypedChoiceField(choices=Incident.Severity.choices, coerce=int)
+    services = forms.CharField(max_length=500, required=False, help_text="comma-separated")
+    reason = forms.CharField(max_length=300, required=False)
+
+    def clean_services(self) -> list[str]:
+        return [s for s in self.cleaned_data["services"].split(",") if s.strip()]
+
+
 class HypothesisForm(forms.Form):
     statement = forms.CharField(max_length=500)
 

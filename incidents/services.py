@@ -113,6 +113,10 @@ def _ledger(
     )
 
 
+def _services_clean(services: list[str] | None) -> list[str]:
+    return sorted({s.strip() for s in services or [] if s and s.strip()})
+
+
 @transaction.atomic
 def incident_declare(
     *,
@@ -140,7 +144,7 @@ def incident_declare(
     detected_at = detected_at or now
     if detected_at > now:
         raise InvalidInput("detected_at cannot be in the future")
-    services = sorted({s.strip() for s in services or [] if s and s.strip()})
+    services = _services_clean(services)
     plans = list(Plan.objects.filter(key__in=plan_keys or []))
     flags = list(Flag.objects.filter(key__in=flag_keys or []))
     steps = list(Step.objects.filter(pk__in=step_ids or []))
@@ -280,6 +284,56 @@ def incident_status_change(
     )
     _ledger(incident, f"incident.{status}", actor, {"from": before, "to": status, "reason": reason})
     incident_publish(incident=incident, event=f"incident.{status}")
+    return incident
+
+
+@transaction.atomic
+def incident_triage(
+    *,
+    incident_id: int,
+    severity: int,
+    services: list[str],
+    actor: AbstractBaseUser | None,
+    reason: str = "",
+) -> Incident:
+    """Re-grade an incident as understanding grows: its severity (with the reason, and the
+    narration cadence that goes with the new severity) and the services it involves. A
+    commander's call, also after resolution, so the postmortem records the right grade."""
+    incident = _lock(incident_id)
+    _require_command(incident, actor, "change the incident's severity", closed_ok=True)
+    if isinstance(severity, bool) or severity not in Incident.Severity.values:
+        raise InvalidInput("severity must be SEV1, SEV2, SEV3 or SEV4")
+    services, reason = _services_clean(services), (reason or "").strip()
+    before = {"severity": incident.get_severity_display(), "services": incident.services}
+    moved = severity != incident.severity
+    if not moved and services == incident.services:
+        raise InvalidInput(
+            f"INC-{incident.pk} is already {before['severity']} with those services: "
+            "nothing to change"
+        )
+    if moved and not reason:
+        raise InvalidInput("say why the severity changes")
+    said = []
+    if moved:
+        incident.severity = severity
+        incident.narration_minutes = Incident.NARRATION_MINUTES[severity]
+        said.append(f"severity {before['severity']} → {incident.get_severity_display()}")
+    if services != incident.services:
+        said.append(
+            f"services {', '.join(incident.services) or 'none'} → {', '.join(services) or 'none'}"
+        )
+        incident.services = services
+    incident.save(update_fields=["severity", "narration_minutes", "services"])
+    after = {"severity": incident.get_severity_display(), "services": services}
+    _timeline(
+        incident,
+        kind=TimelineEntry.Kind.STATUS,
+        text="; ".join(said) + (f": {reason}" if reason else ""),
+        actor=actor,
+        data={"from": before, "to": after},
+    )
+    _ledger(incident, "incident.triaged", actor, {"from": before, "to": after, "reason": reason})
+    incident_publish(incident=incident, event="incident.triaged")
     return incident
 
 

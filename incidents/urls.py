@@ -8,6 +8,7 @@ urlpatterns = [
     path("incidents/<int:incident_id>/", views.incident_console, name="incident-console"),
     path("incidents/<int:incident_id>/narrate", views.narrate, name="incident-narrate"),
     path("incidents/<int:incident_id>/status", views.status_change, name="incident-status"),
+    path("incidents/<int:incident_id>/triage", views.triage, name="incident-triage"),
     path(
         "incidents/<int:incident_id>/hypothesis",
         views.hypothesis_state,

@@ -79,7 +79,11 @@ def incident_console(request: HttpRequest, incident_id: int) -> HttpResponse:
     incident = selectors.incident_get(incident_id=incident_id)
     streams = live_streams(incident.stream)  # before the rows: a change in between is replayed
     context = selectors.console_live_context(incident_id=incident.pk)
-    context |= {"live": False, "live_streams": streams}
+    context |= {
+        "live": False,
+        "live_streams": streams,
+        "severities": Incident.Severity.choices,
+    }
     return render(request, "incidents/console.html", context)
 
 
@@ -126,6 +130,24 @@ def status_change(request: HttpRequest, incident_id: int) -> HttpResponse:
             incident_id=incident_id, status=d["status"], actor=request.user, reason=d["reason"]
         ),
         f"status: {form.data.get('status', '')}",
+    )
+
+
+@require_POST
+@permission_required("incidents.command", raise_exception=True)
+def triage(request: HttpRequest, incident_id: int) -> HttpResponse:
+    return _console_action(
+        request,
+        incident_id,
+        forms.TriageForm(request.POST),
+        lambda d: services.incident_triage(
+            incident_id=incident_id,
+            severity=d["severity"],
+            services=d["services"],
+            actor=request.user,
+            reason=d["reason"],
+        ),
+        "severity and services updated",
     )
 
 
