@@ -9,6 +9,11 @@ urlpatterns = [
     path("plans/<slug:key>/action", views.plan_action, name="plan-action"),
     path("plans/<slug:key>/assumptions/add", views.assumption_add_view, name="assumption-add"),
     path(
+        "plans/<slug:key>/assumptions/<int:assumption_id>/edit",
+        views.assumption_edit_view,
+        name="assumption-edit",
+    ),
+    path(
         "plans/<slug:key>/assumptions/status",
         views.assumption_status_view,
         name="assumption-status",

@@ -25,10 +25,11 @@ from rollouts.forms import (
     StepActionForm,
     TargetConfirmForm,
 )
-from rollouts.models import Decision, Deviation, Plan, Step
+from rollouts.models import Assumption, Decision, Deviation, Plan, Step
 from rollouts.services import InvalidInput, TransitionRefused
 from rollouts.services.assumptions import (
     assumption_add,
+    assumption_revise,
     assumption_status_set,
     plan_assumption_policy_set,
 )
@@ -115,6 +116,57 @@ def _form_problems(form: Any) -> str:
     return "; ".join(
         f"{name}: {' '.join(errors)}" if name != "__all__" else " ".join(errors)
         for name, errors in form.errors.items()
+    )
+
+
+@require_http_methods(["GET", "POST"])
+@permission_required("rollouts.manage_plan", raise_exception=True)
+def assumption_edit_view(request: HttpRequest, key: str, assumption_id: int) -> HttpResponse:
+    plan = selectors.plan_get(key=key)
+    assumption = get_object_or_404(Assumption, pk=assumption_id, plan=plan)
+    steps = list(plan.steps.order_by("position"))
+    error, status = None, 200
+    if request.method == "GET":
+        form = AssumptionForm(
+            steps=steps,
+            initial={
+                "statement": assumption.statement,
+                "impact": assumption.impact,
+                "uncertainty": assumption.uncertainty,
+                "probe": assumption.probe,
+                "probe_cost": assumption.probe_cost,
+                "probe_step": assumption.probe_step_id,
+            },
+        )
+    else:
+        form, status = AssumptionForm(request.POST, steps=steps), 400
+        if not form.is_valid():
+            error = _form_problems(form)
+        else:
+            data = form.cleaned_data
+            try:
+                revised = assumption_revise(
+                    assumption_id=assumption.pk,
+                    actor=request.user,
+                    statement=data["statement"],
+                    impact=data["impact"],
+                    uncertainty=data["uncertainty"],
+                    probe=data["probe"],
+                    probe_cost=data["probe_cost"],
+                    probe_step_id=data["probe_step"],
+                )
+            except TransitionRefused as exc:
+                error, status = str(exc), 409
+            except InvalidInput as exc:
+                error = str(exc)
+            else:
+                messages.success(request, f"Assumption revised: now rank {revised.rank}.")
+                return redirect(reverse("plan-detail", args=[plan.key]) + "#assumptions")
+    return render(
+        request,
+        "rollouts/assumption_edit.html",
+        {"plan": plan, "assumption": assumption, "form": form, "error": error},
+        status=status,
     )
 
 

@@ -53,6 +53,56 @@ def _is_person(actor: Any) -> bool:
     return actor is not None and getattr(actor, "is_authenticated", False)
 
 
+def _fields(
+    plan: Plan,
+    *,
+    statement: str,
+    impact: Any,
+    uncertainty: Any,
+    probe: str,
+    probe_cost: str,
+    probe_step_id: int | None,
+) -> dict[str, Any]:
+    """An assumption's fields, checked. InvalidInput names every problem at once."""
+    problems: list[str] = []
+    statement = (statement or "").strip()
+    if not statement:
+        problems.append("say what the plan assumes")
+    impact_score = _score(problems, "impact", impact)
+    uncertainty_score = _score(problems, "uncertainty", uncertainty)
+    probe = (probe or "").strip()
+    if not probe:
+        problems.append("say how to probe it: the cheapest test that would show it false")
+    probe_cost = (probe_cost or "").strip()
+    if len(probe_cost) > PROBE_COST_MAX:
+        problems.append(f"the probe cost is at most {PROBE_COST_MAX} characters")
+    probe_step = None
+    if probe_step_id is not None:
+        probe_step = Step.objects.filter(pk=probe_step_id).first()
+        if probe_step is None:
+            problems.append(f"no step with id {probe_step_id}")
+        elif probe_step.plan_id != plan.pk:
+            problems.append(f"step {probe_step.key} is not in plan {plan.key}")
+    if problems:
+        raise InvalidInput("; ".join(problems))
+    return {
+        "statement": statement,
+        "impact": impact_score,
+        "uncertainty": uncertainty_score,
+        "probe": probe,
+        "probe_cost": probe_cost,
+        "probe_step": probe_step,
+    }
+
+
+def _probe_payload(assumption: Assumption) -> dict[str, Any]:
+    return {
+        "probe": assumption.probe,
+        "probe_cost": assumption.probe_cost,
+        "probe_step": assumption.probe_step.key if assumption.probe_step else None,
+    }
+
+
 @transaction.atomic
 def assumption_add(
     *,
@@ -75,56 +125,108 @@ def assumption_add(
     plan = Plan.objects.select_for_update().filter(pk=plan_id).first()
     if plan is None:
         raise InvalidInput(f"no plan with id {plan_id}")
-    problems: list[str] = []
-    statement = (statement or "").strip()
-    if not statement:
-        problems.append("say what the plan assumes")
-    impact_score = _score(problems, "impact", impact)
-    uncertainty_score = _score(problems, "uncertainty", uncertainty)
-    probe = (probe or "").strip()
-    if not probe:
-        problems.append("say how to probe it: the cheapest test that would show it false")
-    probe_cost = (probe_cost or "").strip()
-    if len(probe_cost) > PROBE_COST_MAX:
-        problems.append(f"the probe cost is at most {PROBE_COST_MAX} characters")
-    probe_step = None
-    if probe_step_id is not None:
-        probe_step = Step.objects.filter(pk=probe_step_id).first()
-        if probe_step is None:
-            problems.append(f"no step with id {probe_step_id}")
-        elif probe_step.plan_id != plan.pk:
-            problems.append(f"step {probe_step.key} is not in plan {plan.key}")
-    if problems:
-        raise InvalidInput("; ".join(problems))
+    fields = _fields(
+        plan,
+        statement=statement,
+        impact=impact,
+        uncertainty=uncertainty,
+        probe=probe,
+        probe_cost=probe_cost,
+        probe_step_id=probe_step_id,
+    )
     if plan.status in CLOSED_PLANS:
         raise TransitionRefused(f"plan {plan.key} is {plan.status}: it takes no new assumptions")
 
     assumption = Assumption.objects.create(
         plan=plan,
-        statement=statement,
-        impact=impact_score,
-        uncertainty=uncertainty_score,
-        probe=probe,
-        probe_cost=probe_cost,
-        probe_step=probe_step,
+        **fields,
         created_by=actor if _is_person(actor) else None,
         created_at=timezone.now(),
     )
+    probe_step = fields["probe_step"]
     ledger_append(
         action="assumption.added",
         subject=assumption,
         actor=actor,
         actor_label=actor_label,
-        payload={
-            **_payload(assumption),
-            "probe": probe,
-            "probe_cost": probe_cost,
-            "probe_step": probe_step.key if probe_step else None,
-        },
+        payload={**_payload(assumption), **_probe_payload(assumption)},
         plan_id=plan.pk,
         step_id=probe_step.pk if probe_step else None,
     )
     plan_publish(plan=plan, event="assumption.added")
+    return assumption
+
+
+@transaction.atomic
+def assumption_revise(
+    *,
+    assumption_id: int,
+    statement: str,
+    impact: int,
+    uncertainty: int,
+    probe: str,
+    probe_cost: str = "",
+    probe_step_id: int | None = None,
+    actor: AbstractBaseUser | AnonymousUser | None,
+) -> Assumption:
+    """Re-score or re-word an assumption as the team learns: its rank moves with its scores.
+
+    Raises InvalidInput naming every problem, or when nothing changes; TransitionRefused on a
+    closed plan, or when the statement of a tested assumption would change (its evidence is
+    about those words: add a new assumption instead). Side effects: an `assumption.revised`
+    ledger entry with what changed; the plan page is pushed on commit.
+    """
+    plan_id = Assumption.objects.filter(pk=assumption_id).values_list("plan_id", flat=True).first()
+    if plan_id is None:
+        raise InvalidInput(f"no assumption with id {assumption_id}")
+    plan = Plan.objects.select_for_update().get(pk=plan_id)  # the plan first, as every writer
+    assumption = (
+        Assumption.objects.select_for_update(of=("self",))
+        .select_related("probe_step")
+        .get(pk=assumption_id)
+    )
+    fields = _fields(
+        plan,
+        statement=statement,
+        impact=impact,
+        uncertainty=uncertainty,
+        probe=probe,
+        probe_cost=probe_cost,
+        probe_step_id=probe_step_id,
+    )
+    if plan.status in CLOSED_PLANS:
+        raise TransitionRefused(f"plan {plan.key} is {plan.status}: its assumptions are final")
+    changed = {
+        name: (getattr(assumption, name), value)
+        for name, value in fields.items()
+        if getattr(assumption, name) != value
+    }
+    if not changed:
+        raise InvalidInput("nothing changed")
+    if "statement" in changed and assumption.status != Assumption.Status.UNTESTED:
+        raise TransitionRefused(
+            f"this assumption is {assumption.status}: its evidence is about its words, so they "
+            "stay; add a new assumption for the new belief"
+        )
+    before = {**_payload(assumption), **_probe_payload(assumption)}
+    for name, value in fields.items():
+        setattr(assumption, name, value)
+    assumption.save(update_fields=list(changed))
+    after = {**_payload(assumption), **_probe_payload(assumption)}
+    ledger_append(
+        action="assumption.revised",
+        subject=assumption,
+        actor=actor,
+        payload={
+            "assumption": assumption.pk,
+            "changed": {
+                k: {"from": before[k], "to": after[k]} for k in after if before[k] != after[k]
+            },
+        },
+        plan_id=plan.pk,
+        step_id=assumption.probe_step_id,
+    )
+    plan_publish(plan=plan, event="assumption.revised")
     return assumption
 
 
