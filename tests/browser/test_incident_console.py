@@ -157,6 +157,16 @@ def test_incident_console__commander_and_responder_in_two_browsers__worked_to_re
     box.fill("")
     a.get_by_test_id("narration-corrects").fill("")
 
+    # 2b. Re-grading: a severity change needs its reason; B sees the new grade live.
+    triage = a.get_by_test_id("triage")
+    triage.get_by_test_id("triage-severity").select_option(label="SEV2")
+    triage.get_by_role("button", name="Update").click()
+    _error(a, "say why the severity changes")
+    triage.get_by_test_id("triage-reason").fill("only users on new-login are affected")
+    triage.get_by_role("button", name="Update").click()
+    expect(b.get_by_test_id("incident-severity")).to_have_text("SEV2", timeout=LIVE)
+    expect(_entry(b, "severity SEV1 → SEV2")).to_contain_text("only users on new-login")
+
     # 3. No change without a hypothesis; the hypothesis shows under "Now" for everyone.
     _start_change(a, "Turn new-login down to 0%", "errors back under 0.5%", "turn it back to 1%")
     _error(a, "state a hypothesis first")
