@@ -44,21 +44,32 @@ from rollouts.services.steps import (
 )
 
 
+def _form_problems(form: Any) -> str:
+    return "; ".join(
+        f"{name}: {' '.join(errors)}" if name != "__all__" else " ".join(errors)
+        for name, errors in form.errors.items()
+    )
+
+
+def form_submit(form: Any, call: Callable[[dict], Any]) -> tuple[Any, str | None, int]:
+    """Validate `form` and call one service with its cleaned data: (what it returned, None, 200),
+    or (None, why, 400) for bad input and (None, why, 409) for a refused transition."""
+    if not form.is_valid():
+        return None, _form_problems(form), 400
+    try:
+        return call(form.cleaned_data), None, 200
+    except TransitionRefused as exc:
+        return None, str(exc), 409
+    except InvalidInput as exc:
+        return None, str(exc), 400
+
+
 def form_action(
     request: HttpRequest, form: Any, call: Callable[[dict], Any], *, done: str, back: str
 ) -> HttpResponse:
     """Validate, call one service, and answer: htmx gets a status line (the change itself arrives
     over the websocket); a plain form post gets a redirect with a message."""
-    error, status = None, 200
-    if not form.is_valid():
-        error, status = "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items()), 400
-    else:
-        try:
-            call(form.cleaned_data)
-        except TransitionRefused as exc:
-            error, status = str(exc), 409
-        except InvalidInput as exc:
-            error, status = str(exc), 400
+    _, error, status = form_submit(form, call)
     if request.htmx:
         return render(
             request, "rollouts/_action_result.html", {"error": error, "done": done}, status=status
@@ -112,11 +123,15 @@ def plan_detail(request: HttpRequest, key: str) -> HttpResponse:
     return _plan_page(request, selectors.plan_get(key=key))
 
 
-def _form_problems(form: Any) -> str:
-    return "; ".join(
-        f"{name}: {' '.join(errors)}" if name != "__all__" else " ".join(errors)
-        for name, errors in form.errors.items()
-    )
+def _assumption_fields(data: dict) -> dict[str, Any]:
+    return {
+        "statement": data["statement"],
+        "impact": data["impact"],
+        "uncertainty": data["uncertainty"],
+        "probe": data["probe"],
+        "probe_cost": data["probe_cost"],
+        "probe_step_id": data["probe_step"],
+    }
 
 
 @require_http_methods(["GET", "POST"])
@@ -139,29 +154,16 @@ def assumption_edit_view(request: HttpRequest, key: str, assumption_id: int) -> 
             },
         )
     else:
-        form, status = AssumptionForm(request.POST, steps=steps), 400
-        if not form.is_valid():
-            error = _form_problems(form)
-        else:
-            data = form.cleaned_data
-            try:
-                revised = assumption_revise(
-                    assumption_id=assumption.pk,
-                    actor=request.user,
-                    statement=data["statement"],
-                    impact=data["impact"],
-                    uncertainty=data["uncertainty"],
-                    probe=data["probe"],
-                    probe_cost=data["probe_cost"],
-                    probe_step_id=data["probe_step"],
-                )
-            except TransitionRefused as exc:
-                error, status = str(exc), 409
-            except InvalidInput as exc:
-                error = str(exc)
-            else:
-                messages.success(request, f"Assumption revised: now rank {revised.rank}.")
-                return redirect(reverse("plan-detail", args=[plan.key]) + "#assumptions")
+        form = AssumptionForm(request.POST, steps=steps)
+        revised, error, status = form_submit(
+            form,
+            lambda d: assumption_revise(
+                assumption_id=assumption.pk, actor=request.user, **_assumption_fields(d)
+            ),
+        )
+        if revised is not None:
+            messages.success(request, f"Assumption revised: now rank {revised.rank}.")
+            return redirect(reverse("plan-detail", args=[plan.key]) + "#assumptions")
     return render(
         request,
         "rollouts/assumption_edit.html",
@@ -175,29 +177,13 @@ def assumption_edit_view(request: HttpRequest, key: str, assumption_id: int) -> 
 def assumption_add_view(request: HttpRequest, key: str) -> HttpResponse:
     plan = selectors.plan_get(key=key)
     form = AssumptionForm(request.POST, steps=list(plan.steps.order_by("position")))
-    error, status = None, 400
-    if not form.is_valid():
-        error = _form_problems(form)
-    else:
-        try:
-            data = form.cleaned_data
-            assumption = assumption_add(
-                plan_id=plan.pk,
-                actor=request.user,
-                statement=data["statement"],
-                impact=data["impact"],
-                uncertainty=data["uncertainty"],
-                probe=data["probe"],
-                probe_cost=data["probe_cost"],
-                probe_step_id=data["probe_step"],
-            )
-        except TransitionRefused as exc:
-            error, status = str(exc), 409
-        except InvalidInput as exc:
-            error = str(exc)
-        else:
-            messages.success(request, f"Assumption added at rank {assumption.rank}.")
-            return redirect(reverse("plan-detail", args=[plan.key]) + "#assumptions")
+    assumption, error, status = form_submit(
+        form,
+        lambda d: assumption_add(plan_id=plan.pk, actor=request.user, **_assumption_fields(d)),
+    )
+    if assumption is not None:
+        messages.success(request, f"Assumption added at rank {assumption.rank}.")
+        return redirect(reverse("plan-detail", args=[plan.key]) + "#assumptions")
     return _plan_page(request, plan, status=status, assumption_form=form, assumption_error=error)
 
 
@@ -207,29 +193,21 @@ def assumption_status_view(request: HttpRequest, key: str) -> HttpResponse:
     """Record what the evidence shows about one of the plan's assumptions."""
     plan = selectors.plan_get(key=key)
     form = AssumptionStatusForm(request.POST, assumptions=list(plan.assumptions.all()))
-    error, status = None, 400
-    if not form.is_valid():
-        error = _form_problems(form)
-    elif not plan.assumptions.filter(pk=form.cleaned_data["assumption"]).exists():
-        error = f"plan {plan.key} has no assumption {form.cleaned_data['assumption']}"
-    else:
-        data = form.cleaned_data
-        try:
-            assumption_status_set(
-                assumption_id=data["assumption"],
-                status=data["status"],
-                evidence=data["evidence"],
-                actor=request.user,
-            )
-        except TransitionRefused as exc:
-            error, status = str(exc), 409
-        except InvalidInput as exc:
-            error = str(exc)
-        else:
-            messages.success(request, f"Recorded: the assumption is {data['status']}.")
-            return redirect(
-                reverse("plan-detail", args=[key]) + f"#assumption-{data['assumption']}"
-            )
+
+    def record(data: dict) -> Assumption:
+        if not plan.assumptions.filter(pk=data["assumption"]).exists():
+            raise InvalidInput(f"plan {plan.key} has no assumption {data['assumption']}")
+        return assumption_status_set(
+            assumption_id=data["assumption"],
+            status=data["status"],
+            evidence=data["evidence"],
+            actor=request.user,
+        )
+
+    assumption, error, status = form_submit(form, record)
+    if assumption is not None:
+        messages.success(request, f"Recorded: the assumption is {assumption.status}.")
+        return redirect(reverse("plan-detail", args=[key]) + f"#assumption-{assumption.pk}")
     return _plan_page(request, plan, status=status, status_form=form, status_error=error)
 
 
@@ -291,35 +269,26 @@ def plan_decisions_view(request: HttpRequest, key: str) -> HttpResponse:
     error, status = None, 200
     if request.method == "POST":
         form = _decision_form(context, request.POST)
-        status = 400
-        if not form.is_valid():
-            error = _form_problems(form)
-        else:
-            data = form.cleaned_data
-            try:
-                decision = decision_record(
-                    actor=request.user,
-                    plan_id=plan.pk,
-                    believed=data["believed"],
-                    observed=data["observed"],
-                    decided=data["decided"],
-                    why=data["why"],
-                    would_choose_again=data["would_choose_again"],
-                    assumption_id=data["assumption"],
-                    step_id=data["step"],
-                    evaluation_id=data["evaluation"],
-                    corrects_id=data["corrects"],
-                )
-            except TransitionRefused as exc:
-                error, status = str(exc), 409
-            except InvalidInput as exc:
-                error = str(exc)
-            else:
-                killed = " The plan is killed." if decision.decided == "kill" else ""
-                messages.success(request, f"Decision #{decision.pk} recorded.{killed}")
-                return redirect(
-                    reverse("plan-decisions", args=[plan.key]) + f"#decision-{decision.pk}"
-                )
+        decision, error, status = form_submit(
+            form,
+            lambda d: decision_record(
+                actor=request.user,
+                plan_id=plan.pk,
+                believed=d["believed"],
+                observed=d["observed"],
+                decided=d["decided"],
+                why=d["why"],
+                would_choose_again=d["would_choose_again"],
+                assumption_id=d["assumption"],
+                step_id=d["step"],
+                evaluation_id=d["evaluation"],
+                corrects_id=d["corrects"],
+            ),
+        )
+        if decision is not None:
+            killed = " The plan is killed." if decision.decided == "kill" else ""
+            messages.success(request, f"Decision #{decision.pk} recorded.{killed}")
+            return redirect(reverse("plan-decisions", args=[plan.key]) + f"#decision-{decision.pk}")
     else:
         form = _decision_form(context, initial=_initial_decision(request, context))
     context |= {
@@ -444,17 +413,12 @@ def step_override_budget(request: HttpRequest, key: str, step_key: str) -> HttpR
     incomplete form shows the page again with what was typed."""
     step = get_object_or_404(Step, plan__key=key, key=step_key)
     form = BudgetOverrideForm(request.POST)
-    error, status = None, 400
-    if form.is_valid():
-        try:
-            step_start_over_budget(step_id=step.pk, actor=request.user, **form.cleaned_data)
-        except TransitionRefused as exc:
-            error, status = str(exc), 409
-        except InvalidInput as exc:
-            error = str(exc)
-        else:
-            messages.success(request, f"{step.key} started over its error budget gate")
-            return redirect("step-detail", key, step_key)
+    started, error, status = form_submit(
+        form, lambda d: step_start_over_budget(step_id=step.pk, actor=request.user, **d)
+    )
+    if started is not None:
+        messages.success(request, f"{step.key} started over its error budget gate")
+        return redirect("step-detail", key, step_key)
     context = _step_page_context(request, key, step_key)
     context |= {"override_form": form, "override_error": error}
     return render(request, "rollouts/step_detail.html", context, status=status)
