@@ -802,6 +802,12 @@ def incident_declare_from_slo_alert(
         existing = Incident.objects.filter(slo_alert=alert, status__in=Incident.OPEN).first()
         if existing is not None:
             return existing, False
+        if alert.resolved_at is not None:
+            raise TransitionRefused(
+                f"that {alert.severity} alert on {alert.slo.name} resolved at "
+                f"{alert.resolved_at:%Y-%m-%d %H:%M} UTC: declare from an open one, or declare "
+                "by hand if the service is still hurting"
+            )
         slo = alert.slo
         rule = f"{duration_text(alert.long_window_seconds)} and {duration_text(alert.short_window_seconds)}"
         incident = incident_declare(

@@ -126,6 +126,7 @@ def latency_chart(slo: SLO, series: SLOSeries, markers: list[Marker]) -> str | N
     xs = [_local(e) for e in series.latency_ends]
     fig = go.Figure()
     if any(v is not None for v in series.p99):
+        title, y_title = "Latency: p99 and p999", "ms"
         fig.add_trace(
             go.Scatter(x=xs, y=series.p99, mode="lines", name="p99", line={"color": BLUE})
         )
@@ -133,6 +134,8 @@ def latency_chart(slo: SLO, series: SLOSeries, markers: list[Marker]) -> str | N
             go.Scatter(x=xs, y=series.p999, mode="lines", name="p999", line={"color": AMBER})
         )
     elif any(v is not None for v in series.value):
+        # A Prometheus threshold SLI is one number per minute, in whatever unit its query has.
+        title, y_title = "SLI value per minute, against its threshold", "value"
         fig.add_trace(
             go.Scatter(x=xs, y=series.value, mode="lines", name="SLI value", line={"color": BLUE})
         )
@@ -146,7 +149,7 @@ def latency_chart(slo: SLO, series: SLOSeries, markers: list[Marker]) -> str | N
             annotation_position="top left",
         )
     _mark(fig, markers)
-    _layout(fig, title="Latency: p99 and p999", y_title="ms")
+    _layout(fig, title=title, y_title=y_title)
     return figure_html(fig, div_id="chart-latency")
 
 

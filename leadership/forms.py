@@ -13,6 +13,8 @@ class OpenSLOImportForm(forms.Form):
 
     def clean(self) -> dict:
         data = super().clean()
+        if self.errors:  # a field's own error (an empty upload, a NUL byte) says it better
+            return data
         upload = data.get("file")
         if upload is not None:
             if upload.size > MAX_FILE_BYTES:

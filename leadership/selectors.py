@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Count, Max, Q
+from django.db.models import Count, F, Max, Q
 from django.db.models.functions import Trunc, TruncWeek
 from django.urls import reverse
 from django.utils import timezone
@@ -100,14 +100,22 @@ def slo_series(status: SLOStatus) -> SLOSeries:
         end: (good, total) for end, good, total in rows.values_list("end", "cum_good", "cum_total")
     }
     series = SLOSeries(resolution_seconds=step)
-    window_good, window_total = cumulative.get(status.window_start, (0.0, 0.0))
+
+    def totals_at(moment: datetime) -> tuple[float, float] | None:
+        # Before the first rolled-up minute the running totals are 0, as `slo_statuses` counts
+        # them: a young SLO's burn lines and first SLI point need that, not "no data".
+        if slo.rolled_up_from is not None and moment <= slo.rolled_up_from:
+            return (0.0, 0.0)
+        return cumulative.get(moment)
+
+    window_good, window_total = totals_at(status.window_start) or (0.0, 0.0)
     budget = slo.error_budget * status.window.total
     previous = None
     points = (e for e in cumulative if e > status.window_start)
     for end in sorted(e for e in points if e == at or e.timestamp() % step == 0):
         good, total = cumulative[end]
         series.ends.append(end)
-        before = cumulative.get(end - timedelta(seconds=step), previous)
+        before = totals_at(end - timedelta(seconds=step)) or previous
         if before and total - before[1] > 0:
             series.sli.append((good - before[0]) / (total - before[1]))
         else:
@@ -115,7 +123,7 @@ def slo_series(status: SLOStatus) -> SLOSeries:
         bad_so_far = (total - window_total) - (good - window_good)
         series.budget_remaining.append(1 - bad_so_far / budget if budget > 0 else None)
         for label in CHART_BURN_WINDOWS:
-            then = cumulative.get(end - timedelta(seconds=BURN_WINDOWS[label]))
+            then = totals_at(end - timedelta(seconds=BURN_WINDOWS[label]))
             rate = None
             if then and total - then[1] > 0:
                 ratio = (good - then[0]) / (total - then[1])
@@ -123,14 +131,19 @@ def slo_series(status: SLOStatus) -> SLOSeries:
             series.burn_rates.setdefault(label, []).append(rate)
         previous = (good, total)
     latency = SLIBucket.objects.filter(slo=slo, end__gt=status.window_start, end__lte=at)
+    # Like the SLI points, a latency point is labelled with the end of the interval it covers
+    # (the last, partial one with "now"), so a spike lines up with the marker that caused it.
     if step == 3600:
-        points = (
-            latency.annotate(hour=Trunc("end", "hour"))
+        points = [
+            (start + timedelta(hours=1), *worst)
+            for start, *worst in latency.annotate(
+                hour=Trunc(F("end") - timedelta(minutes=1), "hour")
+            )
             .values("hour")
             .annotate(p99_max=Max("p99"), p999_max=Max("p999"), value_max=Max("value"))
             .values_list("hour", "p99_max", "p999_max", "value_max")
             .order_by("hour")
-        )
+        ]
     else:
         points = _worst_per_step(
             latency.exclude(p99__isnull=True, value__isnull=True)
@@ -139,7 +152,7 @@ def slo_series(status: SLOStatus) -> SLOSeries:
             step,
         )
     for end, p99, p999, value in points:
-        series.latency_ends.append(end)
+        series.latency_ends.append(min(end, at))
         series.p99.append(p99)
         series.p999.append(p999)
         series.value.append(value)
@@ -149,10 +162,12 @@ def slo_series(status: SLOStatus) -> SLOSeries:
 def _worst_per_step(
     rows: Iterable[tuple[datetime, float | None, float | None, float | None]], step: int
 ) -> list[tuple[datetime, float | None, float | None, float | None]]:
-    """The largest of each column per `step` seconds (rollup rows, at most a week of minutes)."""
+    """The largest of each column per `step` seconds, keyed by the end of each interval (rollup
+    rows, at most a week of minutes)."""
     worst: dict[datetime, list[float | None]] = {}
     for end, *values in rows:
-        key = end - timedelta(seconds=end.timestamp() % step)
+        minute_start = end - timedelta(minutes=1)
+        key = minute_start - timedelta(seconds=minute_start.timestamp() % step - step)
         kept = worst.setdefault(key, [None, None, None])
         for i, value in enumerate(values):
             if value is not None and (kept[i] is None or value > kept[i]):

@@ -7,6 +7,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from incidents.services import incident_declare_from_slo_alert
@@ -97,7 +98,8 @@ def slo_alert_declare(request: HttpRequest, alert_id: int) -> HttpResponse:
         incident, created = incident_declare_from_slo_alert(alert_id=alert_id, actor=request.user)
     except (InvalidInput, TransitionRefused) as exc:
         messages.error(request, str(exc))
-        return redirect(back if back.startswith("/") else reverse("slos"))
+        safe = url_has_allowed_host_and_scheme(back, {request.get_host()}, require_https=False)
+        return redirect(back if safe else reverse("slos"))
     if not created:
         messages.info(request, f"INC-{incident.pk} is already open for this alert")
     return redirect("incident-console", incident.pk)
@@ -110,10 +112,16 @@ def plans_at_risk(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 def decisions(request: HttpRequest) -> HttpResponse:
+    # Filters outside their choices are dropped, as on the portfolio: a hand-edited URL shows
+    # the unfiltered page rather than an error (or, with a NUL byte, a database refusal).
     team, decided = request.GET.get("team", ""), request.GET.get("decided", "")
     period = request.GET.get("period", "90d")
     if period not in selectors.PERIODS:
         period = "90d"
+    if decided not in Decision.Decided.values:
+        decided = ""
+    if "\x00" in team:
+        team = ""
     view = selectors.decisions_overview(team=team, decided=decided, period=period)
     return render(
         request,
@@ -128,5 +136,6 @@ def decisions(request: HttpRequest) -> HttpResponse:
             "periods": list(selectors.PERIODS),
             "calls": Decision.Decided.choices,
             "question": Decision.DECISIVE_QUESTION,
+            "any_decisions": bool(view.decisions) or Decision.objects.exists(),
         },
     )

@@ -74,3 +74,30 @@ def test_decisions_page__bad_period__falls_back_to_90_days(client, role_user):
     assert page.status_code == 200
     assert page.context["period"] == "90d"
     assert 'data-testid="empty-state"' in page.content.decode()
+
+
+@pytest.mark.parametrize(
+    "params", [{"team": "pay\x00ments"}, {"decided": "\x00"}, {"decided": "nope"}]
+)
+def test_decisions_page__filter_outside_its_choices__dropped_not_an_error(
+    client, role_user, make_plan, params
+):
+    tpm = role_user("tpm")
+    _decide(make_plan([{"key": "a"}], key="payments"), tpm, "persist")
+    client.force_login(role_user("viewer"))
+
+    page = client.get(reverse("decisions"), params)
+
+    assert page.status_code == 200
+    assert len(page.context["view"].decisions) == 1
+
+
+def test_decisions_page__filters_match_nothing__says_so_with_a_way_back(
+    client, role_user, make_plan
+):
+    _decide(make_plan([{"key": "a"}], key="payments"), role_user("tpm"), "persist")
+    client.force_login(role_user("viewer"))
+
+    body = client.get(reverse("decisions"), {"decided": "kill"}).content.decode()
+
+    assert "No decision matches these filters" in body and "No decisions yet" not in body

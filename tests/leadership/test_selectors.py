@@ -215,3 +215,66 @@ def test_slo_markers__flag_changed_outside_its_step__marked_beside_the_step_tran
         ),
     ]
     assert markers[1].url == "/flags/new-login/"
+
+
+def test_slo_series__slo_younger_than_its_burn_windows__lines_from_its_first_minute():
+    slo, _ = slo_save(spec=ratio_spec(window_seconds=28 * DAY))
+    counters(start=NOW - timedelta(days=2), end=NOW, rps=5, error_ratio_at=lambda m: 0.01, step=60)
+    slo_rollup(slo_id=slo.pk, now=NOW)
+    status = slo_status(SLO.objects.get(pk=slo.pk))
+
+    series = slo_series(status)
+
+    # Before the first rolled-up minute nothing was counted, as the status counts it: the 3-day
+    # line exists from the start and ends on the status's own 3-day burn rate.
+    three_days = series.burn_rates["3d"]
+    assert three_days and all(rate is not None for rate in three_days)
+    assert three_days[-1] == pytest.approx(status.burn_rates["3d"])
+    assert series.sli[0] is not None
+
+
+def _latency_spike(window_seconds: int) -> SLO:
+    spec = SLOSpec(
+        name="login-latency",
+        service="login",
+        indicator=SLISpec(kind="threshold", metric=MetricRef(metric="login_duration_ms")),
+        objective=0.99,
+        window_seconds=window_seconds,
+        budgeting="Timeslices",
+        threshold_op="lt",
+        threshold=300.0,
+    )
+    slo, _ = slo_save(spec=spec)
+    start = NOW.replace(minute=0, second=0) - timedelta(hours=2)  # 10:00
+    spike = (start + timedelta(minutes=62), start + timedelta(minutes=66))  # 11:02-11:06
+    Sample.objects.bulk_create(
+        Sample(
+            name="login_duration_ms",
+            labels={},
+            label_key="{}",
+            timestamp=start + timedelta(seconds=s),
+            value=900.0 if spike[0] <= start + timedelta(seconds=s) < spike[1] else 100.0,
+        )
+        for s in range(0, 2 * 3600, 10)
+    )
+    slo_rollup(slo_id=slo.pk, now=NOW)
+    return SLO.objects.get(pk=slo.pk)
+
+
+@pytest.mark.parametrize(
+    ("window_seconds", "spike_at"),
+    [
+        (28 * DAY, datetime(2026, 11, 23, 12, 0, tzinfo=UTC)),  # hourly: (11:00, 12:00]
+        (7 * DAY, datetime(2026, 11, 23, 11, 10, tzinfo=UTC)),  # 10 minutes: (11:00, 11:10]
+    ],
+)
+def test_slo_series__latency_spike__labelled_with_the_end_of_its_interval_like_the_sli(
+    window_seconds, spike_at
+):
+    series = slo_series(slo_status(_latency_spike(window_seconds)))
+
+    worst = max(range(len(series.p99)), key=lambda i: series.p99[i] or 0)
+    assert series.latency_ends[worst] == spike_at
+    assert series.p99[worst] == pytest.approx(900.0)
+    assert spike_at in series.ends  # the SLI dip is plotted at the same moment
+    assert max(series.latency_ends) <= slo_status(SLO.objects.get(name="login-latency")).at

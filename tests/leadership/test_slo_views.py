@@ -128,6 +128,36 @@ def test_slo_alert_declare__twice__one_incident_linked_to_the_alert(client, role
     assert f"INC-{incident.pk}" in page
 
 
+def test_slo_alert_declare__resolved_alert__refused_and_back_only_to_this_site(client, role_user):
+    slo = _burning()
+    alert = SLOAlert.objects.get(slo=slo, long_window_seconds=3600)
+    SLOAlert.objects.filter(pk=alert.pk).update(resolved_at=timezone.now())
+    client.force_login(role_user("commander"))
+    url = reverse("slo-alert-declare", args=[alert.pk])
+
+    response = client.post(url, {"back": "//evil.example/x"}, follow=False)
+    same_site = client.post(url, {"back": reverse("slo-detail", args=[slo.name])})
+
+    assert response.status_code == 302 and response["Location"] == reverse("slos")
+    assert same_site["Location"] == reverse("slo-detail", args=[slo.name])
+    assert not Incident.objects.exists()
+    page = client.get(reverse("slos"))
+    assert "resolved at" in page.content.decode()
+
+
+def test_slo_import__empty_upload__the_files_own_error_shown(client, role_user):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    client.force_login(role_user("tpm"))
+
+    page = client.post(
+        reverse("slo-import"), {"text": "", "file": SimpleUploadedFile("slo.yaml", b"")}
+    )
+
+    assert page.status_code == 400
+    assert "The submitted file is empty." in page.content.decode()
+
+
 def test_slo_alert_declare__viewer__403_and_nothing_declared(client, role_user):
     slo = _burning()
     alert = SLOAlert.objects.filter(slo=slo).first()
