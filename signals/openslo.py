@@ -8,6 +8,7 @@ else is refused by path, never dropped: see docs/openslo.md.
 
 import math
 import re
+import reprlib
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -35,12 +36,15 @@ ALERT_MIN_EVENTS_ANNOTATION = "stepwise.dev/alert-min-events"
 THRESHOLD_AGGREGATIONS = (*PERCENTILES, "avg", "max", "min")
 
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
-_DURATION = re.compile(r"(\d+)([a-zA-Z]+)")
+_DURATION = re.compile(r"([0-9]+)([a-zA-Z]+)")
 _WINDOW_UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "M": 30 * 86400}
 _ROLLING_UNITS = ("m", "h", "d", "w")
 _SLICE_SECONDS = 60.0
 _DEFAULT_ALERT_MIN_EVENTS = SLOSpec.__dataclass_fields__["alert_min_events"].default
 _MAX_SOURCE_NAME = 100  # MetricSource.name's max_length
+# What the SLO row stores (signals.models.SLO): longer text is refused at its path, not cut.
+_MAX_TEXT = {"service": 80, "owner": 80, "displayName": 200, "objectiveName": 100}
+_MAX_ALERT_MIN_EVENTS = 1_000_000_000
 
 _REFUSED_KINDS = {
     "Service": "Stepwise has no Service objects; an SLO names its service in spec.service",
@@ -140,6 +144,18 @@ class _Loader(yaml.SafeLoader):
                 seen.add(key_node.value)
         return super().construct_mapping(node, deep=deep)
 
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        # OpenSLO files do not need aliases, and an alias of aliases expands exponentially.
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                "aliases (*name) are not supported: write the value out",
+                event.start_mark,
+            )
+        return super().compose_node(parent, index)
+
 
 def _documents_load(text: str) -> list[Any]:
     try:
@@ -151,6 +167,8 @@ def _documents_load(text: str) -> list[Any]:
         raise SLOInvalid([(where, f"YAML syntax error: {reason}")]) from None
     except yaml.YAMLError as exc:
         raise SLOInvalid([("text", f"YAML syntax error: {exc}")]) from None
+    except RecursionError:
+        raise SLOInvalid([("text", "nested too deeply to read")]) from None
 
 
 def _document_check(document: dict[Any, Any], path: str, problems: Problems) -> str:
@@ -218,7 +236,15 @@ def _mapping(
     return raw
 
 
-def _text(raw: dict[Any, Any], key: str, path: str, problems: Problems, *, required: bool) -> str:
+def _text(
+    raw: dict[Any, Any],
+    key: str,
+    path: str,
+    problems: Problems,
+    *,
+    required: bool,
+    max_length: int | None = None,
+) -> str:
     value = raw.get(key)
     if value is None:
         if required:
@@ -229,13 +255,24 @@ def _text(raw: dict[Any, Any], key: str, path: str, problems: Problems, *, requi
             (_join(path, key), "must be non-empty text" if required else "must be text")
         )
         return ""
+    if max_length is not None and len(value) > max_length:
+        problems.append((_join(path, key), f"at most {max_length} characters (got {len(value)})"))
+        return ""
     return value
+
+
+def _shown(value: Any) -> str:
+    """A value quoted back in a problem, cut short: the text came from whoever wrote the file."""
+    return reprlib.repr(value)
 
 
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer too large for a float is not a usable number
+        return None
     return number if math.isfinite(number) else None
 
 
@@ -496,7 +533,12 @@ def _slo_parse(
     if meta is not None:
         fields["name"] = _name(meta, f"{path}.metadata", problems)
         fields["display_name"] = _text(
-            meta, "displayName", f"{path}.metadata", problems, required=False
+            meta,
+            "displayName",
+            f"{path}.metadata",
+            problems,
+            required=False,
+            max_length=_MAX_TEXT["displayName"],
         )
         fields |= _annotations(meta.get("annotations"), f"{path}.metadata.annotations", problems)
     spec_path = f"{path}.spec"
@@ -522,7 +564,9 @@ def _slo_parse(
     if spec is None:
         return None
     fields["description"] = _text(spec, "description", spec_path, problems, required=False)
-    fields["service"] = _text(spec, "service", spec_path, problems, required=True)
+    fields["service"] = _text(
+        spec, "service", spec_path, problems, required=True, max_length=_MAX_TEXT["service"]
+    )
     indicator_name, indicator = _indicator(spec, spec_path, slis, problems)
     fields |= _window_parse(spec.get("timeWindow"), f"{spec_path}.timeWindow", problems)
     budgeting = spec.get("budgetingMethod")
@@ -567,21 +611,34 @@ def _annotations(raw: Any, path: str, problems: Problems) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     if OWNER_ANNOTATION in raw:
         owner = raw[OWNER_ANNOTATION]
-        if isinstance(owner, str) and owner.strip():
-            fields["owner"] = owner
-        else:
+        if not isinstance(owner, str) or not owner.strip():
             problems.append((_join(path, OWNER_ANNOTATION), "must be non-empty text (a team)"))
+        elif len(owner) > _MAX_TEXT["owner"]:
+            problems.append(
+                (
+                    _join(path, OWNER_ANNOTATION),
+                    f"at most {_MAX_TEXT['owner']} characters (got {len(owner)})",
+                )
+            )
+        else:
+            fields["owner"] = owner
     if ALERT_MIN_EVENTS_ANNOTATION in raw:
         value = raw[ALERT_MIN_EVENTS_ANNOTATION]
         # Annotations are text, but an unquoted 50 in YAML is an int: both mean the same.
         text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
-        if isinstance(text, str) and text.isascii() and text.isdigit() and int(text) > 0:
+        if (
+            isinstance(text, str)
+            and text.isascii()
+            and text.isdigit()
+            and 0 < int(text) <= _MAX_ALERT_MIN_EVENTS
+        ):
             fields["alert_min_events"] = int(text)
         else:
             problems.append(
                 (
                     _join(path, ALERT_MIN_EVENTS_ANNOTATION),
-                    f'must be a positive whole number, e.g. "50" (got {value!r})',
+                    f'must be a whole number from 1 to {_MAX_ALERT_MIN_EVENTS:,}, e.g. "50" '
+                    f"(got {_shown(value)})",
                 )
             )
     return fields
@@ -657,7 +714,7 @@ def _window_parse(raw: Any, path: str, problems: Problems) -> dict[str, Any]:
                 f"Stepwise keeps that much history (got {text!r})",
             )
         )
-    return fields | {"window_text": text.strip(), "window_seconds": seconds}
+    return fields | {"window_text": f"{count}{unit}", "window_seconds": seconds}
 
 
 def _calendar_parse(raw: Any, path: str, problems: Problems) -> dict[str, Any]:
@@ -675,10 +732,20 @@ def _calendar_parse(raw: Any, path: str, problems: Problems) -> dict[str, Any]:
         problems.append((f"{path}.startTime", 'required, e.g. "2026-01-01 00:00:00"'))
     elif not isinstance(start, str) or not _is_datetime(start):
         problems.append(
-            (f"{path}.startTime", f'must be a date and time like "2026-01-01 00:00:00" ({start!r})')
+            (
+                f"{path}.startTime",
+                f'must be a date and time like "2026-01-01 00:00:00" ({_shown(start)})',
+            )
+        )
+    elif datetime.fromisoformat(start).tzinfo is not None:
+        problems.append(
+            (
+                f"{path}.startTime",
+                f"a wall-clock time without an offset: timeZone says where (got {start!r})",
+            )
         )
     else:
-        fields["calendar_start"] = start
+        fields["calendar_start"] = datetime.fromisoformat(start).isoformat(sep=" ")
     zone = calendar.get("timeZone")
     if zone is None:
         problems.append((f"{path}.timeZone", "required: an IANA time zone, e.g. UTC"))
@@ -739,7 +806,14 @@ def _objective_parse(
     if objective is None:
         return {}
     fields: dict[str, Any] = {
-        "objective_name": _text(objective, "displayName", path, problems, required=False)
+        "objective_name": _text(
+            objective,
+            "displayName",
+            path,
+            problems,
+            required=False,
+            max_length=_MAX_TEXT["objectiveName"],
+        )
     }
     fields |= _target_parse(objective, path, problems)
     if sli_kind == "threshold":
@@ -787,7 +861,13 @@ def _target_parse(objective: dict[Any, Any], path: str, problems: Problems) -> d
             )
             return {}
         # Through Decimal: 99.9 / 100 is 0.9990000000000001 in binary floating point.
-        return {"objective": float(Decimal(str(percent)) / 100)}
+        objective_value = float(Decimal(str(percent)) / 100)
+        if not 0 < objective_value < 1:  # 5e-324 passes as a percent but is 0 as a fraction
+            problems.append(
+                (f"{path}.targetPercent", f"too close to 0 or 100 to store (got {percent!r})")
+            )
+            return {}
+        return {"objective": objective_value}
     problems.append((f"{path}.target", "required (or targetPercent)"))
     return {}
 
@@ -833,7 +913,7 @@ def _time_slices_parse(objective: dict[Any, Any], path: str, problems: Problems)
     window = objective["timeSliceWindow"]
     try:
         seconds = duration_seconds(window, field="timeSliceWindow")
-    except MeasurementInvalid:
+    except (MeasurementInvalid, OverflowError):
         seconds = None
     if seconds != _SLICE_SECONDS:
         problems.append(

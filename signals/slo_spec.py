@@ -1,8 +1,9 @@
 """What an SLO declares, independent of how it was written (OpenSLO YAML, a form, the seed).
 
-A ratio SLI counts good (or bad) events against total events. A threshold SLI compares one
-number per minute (a latency percentile) with a threshold: each minute is a time slice that is
-good when the comparison holds. The computation of what an SLO *is now* lives in `signals.slos`.
+A ratio SLI counts good (or bad) events against total events. A threshold SLI compares values
+with a threshold: Prometheus gives one number per minute; from the built-in store each sample
+is compared, and under Timeslices a minute is good when at least `time_slice_target` of its
+samples hold (docs/openslo.md). The computation of what an SLO *is now* lives in `signals.slos`.
 """
 
 from dataclasses import dataclass, field

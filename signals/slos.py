@@ -179,16 +179,18 @@ def window_start(slo: SLO, at: datetime) -> datetime:
     local = at.astimezone(tz)
     amount, unit = int(slo.window_text[:-1]), slo.window_text[-1]
     if unit == "M":
+
+        def period_start(months: int) -> datetime:
+            year = anchor.year + (anchor.month - 1 + months) // 12
+            month = (anchor.month - 1 + months) % 12 + 1
+            day = min(anchor.day, calendar.monthrange(year, month)[1])
+            return anchor.replace(year=year, month=month, day=day)
+
         months = (local.year - anchor.year) * 12 + local.month - anchor.month
         months -= months % amount
-        year, month = (
-            anchor.year + (anchor.month - 1 + months) // 12,
-            (anchor.month - 1 + months) % 12 + 1,
-        )
-        day = min(anchor.day, calendar.monthrange(year, month)[1])
-        start = anchor.replace(year=year, month=month, day=day)
-        if start > local:
-            return window_start(slo, start.astimezone(UTC) - MINUTE)
+        start = period_start(months)
+        if start > local:  # earlier in the month than the anchor's day and time: the period before
+            start = period_start(months - amount)
         return start.astimezone(UTC)
     length = timedelta(days=amount * (7 if unit == "w" else 1))
     periods = (local - anchor) // length

@@ -452,7 +452,7 @@ IND = ["spec", "indicator", "spec", "ratioMetric"]
         (["spec", "timeWindow"], ..., "documents[0].spec.timeWindow", "required"),
         (
             ["spec", "timeWindow"],
-            [{"duration": "7d", "isRolling": True}] * 2,
+            [{"duration": "7d", "isRolling": True}, {"duration": "7d", "isRolling": True}],
             "documents[0].spec.timeWindow",
             "exactly one time window",
         ),
@@ -742,7 +742,13 @@ def test_openslo_parse__two_prometheus_sources__refused():
 
 
 @pytest.mark.parametrize(
-    ("value", "reason"), [("0", "positive whole number"), ("many", "positive"), ("-3", "positive")]
+    ("value", "reason"),
+    [
+        ("0", "whole number from 1 to 1,000,000,000"),
+        ("many", "whole number from 1"),
+        ("-3", "whole number from 1"),
+        ("99999999999999999999", "whole number from 1 to 1,000,000,000"),
+    ],
 )
 def test_openslo_parse__bad_alert_min_events__refused(value, reason):
     text = with_change(
@@ -940,3 +946,104 @@ def test_openslo_parse__wrong_api_version__body_not_checked():
     assert problems_of(dump(document)) == [
         ("documents[0].apiVersion", "must be openslo/v1 (got 'openslo/v1alpha')")
     ]
+
+
+# --- hostile or oversized input: refused by path, never an exception ----------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "at", "reason"),
+    [
+        (["spec", "service"], "s" * 81, "documents[0].spec.service", "at most 80 characters"),
+        (
+            ["metadata", "displayName"],
+            "d" * 201,
+            "documents[0].metadata.displayName",
+            "at most 200 characters",
+        ),
+        (
+            ["metadata", "annotations"],
+            {"stepwise.dev/owner": "o" * 81},
+            'documents[0].metadata.annotations["stepwise.dev/owner"]',
+            "at most 80 characters",
+        ),
+        (
+            ["spec", "objectives"],
+            [{"target": 0.999, "displayName": "n" * 101}],
+            "documents[0].spec.objectives[0].displayName",
+            "at most 100 characters",
+        ),
+        (
+            ["spec", "objectives"],
+            [{"target": 10**400}],
+            "documents[0].spec.objectives[0].target",
+            "a fraction between 0 and 1",
+        ),
+        (
+            ["spec", "objectives"],
+            [{"targetPercent": 5e-324}],
+            "documents[0].spec.objectives[0].targetPercent",
+            "too close to 0 or 100",
+        ),
+        (
+            ["spec", "timeWindow"],
+            [{"duration": "٢٨d", "isRolling": True}],
+            "documents[0].spec.timeWindow[0].duration",
+            "a whole number and a unit",
+        ),
+        (
+            ["spec", "timeWindow"],
+            [
+                {
+                    "duration": "1M",
+                    "calendar": {"startTime": "2026-01-01T00:00:00+05:00", "timeZone": "UTC"},
+                }
+            ],
+            "documents[0].spec.timeWindow[0].calendar.startTime",
+            "without an offset",
+        ),
+    ],
+)
+def test_openslo_parse__too_long_too_big_or_offset__refused_at_path(path, value, at, reason):
+    assert reason in reason_at(problems_of(with_change(path, value)), at)
+
+
+def test_openslo_parse__huge_time_slice_window__refused_at_path():
+    text = dump(
+        slo_document(
+            budgetingMethod="Timeslices",
+            objectives=[{"target": 0.99, "timeSliceTarget": 0.9, "timeSliceWindow": 10**400}],
+        )
+    )
+    assert "not supported" in reason_at(
+        problems_of(text), "documents[0].spec.objectives[0].timeSliceWindow"
+    )
+
+
+def test_openslo_parse__aliases__refused_before_they_expand():
+    laughs = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{name}: &{name} [{', '.join(['*' + prev] * 10)}]\n"
+        for prev, name in zip("abcdefgh", "bcdefghi", strict=True)
+    )
+
+    [(where, reason)] = problems_of(laughs)
+
+    assert where == "line 2" and "aliases (*name) are not supported" in reason
+
+
+def test_openslo_parse__nested_thousands_deep__refused_not_a_crash():
+    assert problems_of("[" * 5000 + "]" * 5000) == [("text", "nested too deeply to read")]
+
+
+def test_openslo_parse__window_and_calendar_start__stored_normalised():
+    spec = parse_one(
+        slo_document(
+            timeWindow=[
+                {
+                    "duration": "0030d",
+                    "calendar": {"startTime": "2026-01-01T00:00", "timeZone": "UTC"},
+                }
+            ]
+        )
+    )
+    assert (spec.window_text, spec.calendar_start) == ("30d", "2026-01-01 00:00:00")

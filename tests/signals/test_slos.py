@@ -262,6 +262,60 @@ def test_window_start__calendar_month__starts_at_the_period():
     )
 
 
+@pytest.mark.parametrize(
+    ("anchor", "window", "at", "start"),
+    [
+        # Earlier in the month than the anchor's day: the period began last month.
+        (
+            "2026-01-15 00:00:00",
+            "1M",
+            datetime(2026, 3, 10, tzinfo=UTC),
+            datetime(2026, 2, 15, tzinfo=UTC),
+        ),
+        # The 31st in a short month is its last day.
+        (
+            "2026-01-31 00:00:00",
+            "1M",
+            datetime(2026, 2, 10, tzinfo=UTC),
+            datetime(2026, 1, 31, tzinfo=UTC),
+        ),
+        (
+            "2026-01-31 00:00:00",
+            "1M",
+            datetime(2026, 3, 1, tzinfo=UTC),
+            datetime(2026, 2, 28, tzinfo=UTC),
+        ),
+        # Same day, earlier hour than the anchor's time.
+        (
+            "2026-01-01 06:00:00",
+            "1M",
+            datetime(2026, 3, 1, 3, 0, tzinfo=UTC),
+            datetime(2026, 2, 1, 6, 0, tzinfo=UTC),
+        ),
+        # Quarters from January, read in May.
+        (
+            "2026-01-01 00:00:00",
+            "3M",
+            datetime(2026, 5, 20, tzinfo=UTC),
+            datetime(2026, 4, 1, tzinfo=UTC),
+        ),
+        (
+            "2026-01-10 00:00:00",
+            "3M",
+            datetime(2026, 4, 5, tzinfo=UTC),
+            datetime(2026, 1, 10, tzinfo=UTC),
+        ),
+    ],
+)
+def test_window_start__calendar_months__the_period_that_holds_the_moment(anchor, window, at, start):
+    slo, _ = slo_save(
+        spec=ratio_spec(
+            rolling=False, window_text=window, calendar_start=anchor, calendar_timezone="UTC"
+        )
+    )
+    assert window_start(slo, at) == start
+
+
 def test_slo_alerts_evaluate__never_rolled_up__nothing():
     slo, _ = slo_save(spec=ratio_spec())
     assert slo_alerts_evaluate(slo_id=slo.pk) == []
