@@ -19,7 +19,9 @@ class ApiTokenMiddleware:
     """Authenticate `Authorization: Bearer …` / `X-API-Key` requests as the token's user.
 
     A presented but invalid token is refused outright rather than falling back to the session,
-    so a revoked machine credential can never ride along on a browser cookie.
+    so a revoked machine credential can never ride along on a browser cookie. Tokens are read on
+    the API paths only: there each endpoint checks the token's scope, while pages check only the
+    user's role, so a token scoped to ingest metrics must not reach a page that kills a plan.
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
@@ -29,6 +31,14 @@ class ApiTokenMiddleware:
         request.api_token = None
         raw = presented_token(request)
         if raw is not None:
+            if not request.path.startswith(API_PREFIXES):
+                return JsonResponse(
+                    {
+                        "error": "API tokens are accepted on "
+                        f"{' and '.join(API_PREFIXES)} only; pages need a login"
+                    },
+                    status=403,
+                )
             token = api_token_authenticate(raw=raw)
             if token is None:
                 return JsonResponse({"error": "invalid, expired or revoked API token"}, status=401)

@@ -135,3 +135,23 @@ def test_api_token__role_taken_away__refused_on_the_next_request(client, role_us
         response.status_code == 403
         and "lacks permission ledger.view_ledgerentry" in response.json()["error"]
     )
+
+
+def test_page__tpm_token_scoped_for_metrics__403_and_the_plan_untouched(capsys, role_user):
+    from django.test import Client
+
+    from rollouts.models import Plan
+
+    plan = Plan.objects.create(key="idp", name="IdP", owner="platform", status="active")
+    raw = _create(capsys, role_user("tpm"), "metrics:write")
+    client = Client(enforce_csrf_checks=True)
+
+    response = client.post(
+        "/plans/idp/decisions/",
+        {"decided": "kill", "believed": "b", "observed": "o", "why": "w"},
+        HTTP_AUTHORIZATION=f"Bearer {raw}",
+    )
+
+    assert response.status_code == 403
+    assert "pages need a login" in response.json()["error"]
+    assert Plan.objects.get(pk=plan.pk).status == "active"
