@@ -25,6 +25,7 @@ class Plan(models.Model):
         "completed": set(),
         "killed": set(),
     }
+    CLOSED = {"completed", "killed"}  # nothing moves any more: no steps, assumptions or calls
 
     key = models.SlugField(max_length=80, unique=True)
     name = models.CharField(max_length=200)

@@ -6,6 +6,7 @@ from django.contrib.auth.decorators import permission_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -78,7 +79,9 @@ def form_action(
         messages.error(request, error)
     else:
         messages.success(request, done)
-    return redirect(back)
+    # `back` may come from the form's `next`: only ever back to this site.
+    safe = url_has_allowed_host_and_scheme(back, {request.get_host()}, require_https=False)
+    return redirect(back if safe else "/")
 
 
 @require_GET
@@ -253,7 +256,7 @@ def _initial_decision(request: HttpRequest, context: dict[str, Any]) -> dict[str
             initial["step"] = assumption.evidence_evaluation.verification.step_id
         elif assumption.probe_step_id:
             initial["step"] = assumption.probe_step_id
-    if (corrects := request.GET.get("corrects", "")).isdigit():
+    if (corrects := request.GET.get("corrects", "")).isascii() and corrects.isdigit():
         initial["corrects"] = int(corrects)
     return initial
 

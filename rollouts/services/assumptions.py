@@ -11,9 +11,10 @@ from django.utils import timezone
 from ledger.services import ledger_append
 from rollouts.models import Assumption, Evaluation, Plan, Step, Verification
 from rollouts.publish import plan_publish
+from rollouts.rules import decision_needed
+from rollouts.selectors import assumptions_for_plans
 from rollouts.services import InvalidInput, TransitionRefused
 
-CLOSED_PLANS = {Plan.Status.COMPLETED, Plan.Status.KILLED}
 PROBE_COST_MAX = Assumption._meta.get_field("probe_cost").max_length
 # What a person may record; "untested" is where an assumption starts, not a finding.
 RECORDABLE = (Assumption.Status.HOLDING, Assumption.Status.FALSIFIED)
@@ -134,7 +135,7 @@ def assumption_add(
         probe_cost=probe_cost,
         probe_step_id=probe_step_id,
     )
-    if plan.status in CLOSED_PLANS:
+    if plan.status in Plan.CLOSED:
         raise TransitionRefused(f"plan {plan.key} is {plan.status}: it takes no new assumptions")
 
     assumption = Assumption.objects.create(
@@ -194,7 +195,7 @@ def assumption_revise(
         probe_cost=probe_cost,
         probe_step_id=probe_step_id,
     )
-    if plan.status in CLOSED_PLANS:
+    if plan.status in Plan.CLOSED:
         raise TransitionRefused(f"plan {plan.key} is {plan.status}: its assumptions are final")
     changed = {
         name: (getattr(assumption, name), value)
@@ -264,10 +265,26 @@ def assumption_status_set(
         problems.append(f"say what evidence shows the assumption is {status or 'settled'}")
     if problems:
         raise InvalidInput("; ".join(problems))
+    if plan.status in Plan.CLOSED:
+        raise TransitionRefused(f"plan {plan.key} is {plan.status}: its assumptions are final")
     if assumption.status == status and assumption.evidence == evidence:
         return assumption  # a second click: already recorded
     before = assumption.status
-    _settle(assumption, status, evidence, evaluation=None, by=actor, at=timezone.now())
+    if before == status:
+        # More evidence for the same finding: the finding's time stays, so a decision that
+        # answered it still does.
+        assumption.evidence = evidence
+        assumption.save(update_fields=["evidence"])
+    elif assumption.pk in {
+        a.pk for a in decision_needed(assumptions_for_plans([plan.pk])[plan.pk])
+    }:
+        raise TransitionRefused(
+            f"the assumption was falsified and awaits a decision: record adapt, persist or kill "
+            f"on plan {plan.key}'s decision log first (a persist can say why the evidence was "
+            "wrong); then record that it holds"
+        )
+    else:
+        _settle(assumption, status, evidence, evaluation=None, by=actor, at=timezone.now())
     ledger_append(
         action=f"assumption.{status}",
         subject=assumption,

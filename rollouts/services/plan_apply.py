@@ -20,7 +20,6 @@ from signals.models import SLO, MetricSource
 # A step in one of these has a history (flag versions, ledger entries, convergence) that a file
 # must not rewrite.
 UNSTARTED = {Step.Status.PENDING, Step.Status.READY, Step.Status.SKIPPED}
-CLOSED_PLANS = {Plan.Status.COMPLETED, Plan.Status.KILLED}
 # Unique (plan, position) is checked row by row, so renumbering goes through positions no real
 # plan reaches.
 _PARKING_OFFSET = 1_000_000
@@ -296,7 +295,7 @@ def _refusals(plan: Plan, diff: PlanDiff, statuses: dict[str, str]) -> list[str]
                     f"step {change.key!r} is {statuses[change.key]}: its {', '.join(frozen)} "
                     "cannot change once it has started; add a new step instead"
                 )
-    if plan.status in CLOSED_PLANS and diff.steps_added:
+    if plan.status in Plan.CLOSED and diff.steps_added:
         reasons.append(
             f"the plan is {plan.status}: no steps can be added "
             f"({', '.join(s.key for s in diff.steps_added)})"

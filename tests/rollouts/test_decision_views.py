@@ -543,3 +543,40 @@ def test_decision_and_plan_pages__more_decisions_and_assumptions__same_number_of
         one_more()
 
     assert (_queries(client, DECISIONS), _queries(client, PAGE), _queries(client, "/")) == few
+
+
+def test_decision_page__corrects_not_an_ascii_number__ignored_not_a_500(
+    client, make_plan, role_user
+):
+    plan = make_plan([{"key": "a"}])
+    client.force_login(role_user("tpm"))
+    response = client.get(f"/plans/{plan.key}/decisions/", {"corrects": "²"})
+    assert response.status_code == 200
+
+
+def test_killed_plan_with_an_unanswered_falsified_assumption__no_decision_asked_for(
+    client, make_plan, role_user
+):
+    from rollouts.selectors import portfolio
+
+    plan = make_plan([{"key": "a"}])
+    tpm = role_user("tpm")
+    falsify(assume(plan, tpm), tpm)
+    decide(plan, tpm, "kill")  # a kill that names no assumption
+
+    [row] = portfolio()
+    assert row["plan"].status == "killed" and row["decision_needed"] is False
+    client.force_login(tpm)
+    assert 'data-testid="decision-needed"' not in client.get(f"/plans/{plan.key}/").content.decode()
+
+
+def test_step_action__next_off_site__redirected_home_instead(client, make_plan, role_user):
+    plan = make_plan([{"key": "a", "status": "ready"}])
+    client.force_login(role_user("tpm"))
+
+    response = client.post(
+        f"/plans/{plan.key}/steps/a/action",
+        {"action": "start", "reason": "", "next": "https://evil.example/x"},
+    )
+
+    assert response.status_code == 302 and response["Location"] == "/"

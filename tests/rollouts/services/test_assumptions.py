@@ -173,6 +173,64 @@ def test_assumption_status_set__same_twice__one_ledger_entry(make_plan, role_use
     assert LedgerEntry.objects.filter(action="assumption.falsified").count() == 1
 
 
+def test_assumption_status_set__killed_plan__refused_and_nothing_changed(make_plan, role_user):
+    from rollouts.services.steps import plan_transition
+
+    plan = make_plan([{"key": "a"}])
+    tpm = role_user("tpm")
+    assumption = assume(plan, tpm)
+    plan_transition(plan_id=plan.pk, action="kill", actor=tpm, reason="cancelled")
+    entries = LedgerEntry.objects.count()
+
+    with pytest.raises(TransitionRefused, match="is killed: its assumptions are final"):
+        falsify(assumption, tpm)
+
+    assert Assumption.objects.get(pk=assumption.pk).status == "untested"
+    assert LedgerEntry.objects.count() == entries
+
+
+def test_assumption_status_set__falsified_then_holding__needs_a_decision_first(
+    make_plan, role_user
+):
+    from tests.rollouts.decision_factories import decide
+
+    plan = make_plan([{"key": "a"}])
+    tpm = role_user("tpm")
+    assumption = assume(plan, tpm)
+    falsify(assumption, tpm)
+
+    with pytest.raises(TransitionRefused, match="awaits a decision"):
+        assumption_status_set(
+            assumption_id=assumption.pk, status="holding", evidence="nah", actor=tpm
+        )
+    assert Assumption.objects.get(pk=assumption.pk).status == "falsified"
+
+    decide(plan, tpm, "persist", assumption_id=assumption.pk, why="the load test was wrong")
+    assumption_status_set(
+        assumption_id=assumption.pk, status="holding", evidence="re-run: 0.2% errors", actor=tpm
+    )
+    assert Assumption.objects.get(pk=assumption.pk).status == "holding"
+
+
+def test_assumption_status_set__more_evidence_for_the_same_finding__its_decision_still_answers(
+    make_plan, role_user
+):
+    from rollouts.rules import decision_needed
+    from tests.rollouts.decision_factories import decide
+
+    plan = make_plan([{"key": "a"}])
+    tpm = role_user("tpm")
+    assumption = assume(plan, tpm)
+    falsify(assumption, tpm)
+    decide(plan, tpm, "adapt", assumption_id=assumption.pk)
+
+    falsify(assumption, tpm, evidence="a second run: 503s at 150 rps")
+
+    stored = Assumption.objects.get(pk=assumption.pk)
+    assert stored.evidence == "a second run: 503s at 150 rps"
+    assert decision_needed(assumptions_for_plans([plan.pk])[plan.pk]) == []
+
+
 def test_plan_assumption_policy_set__refuse__stored_and_ledgered_unknown_refused(
     make_plan, role_user
 ):
