@@ -36,9 +36,8 @@ def test_plan_apply__example_file__plan_steps_targets_flag_ledger_and_push(tpm):
     assert [s.position for s in steps] == list(range(1, 11))
     assert steps[0].key == "idp-roles" and steps[-1].key == "idp-peak-probe"
     assert _deps(plan)["login-25"] == {"login-5"} and _deps(plan)["login-100"] == {"login-25"}
-    assert (
-        StepTarget.objects.filter(step__plan=plan).count() == 28
-    )  # 9 steps in 3 regions, the probe in 1
+    # 9 steps in 3 regions, the probe in 1
+    assert StepTarget.objects.filter(step__plan=plan).count() == 28
     assert set(Target.objects.values_list("name", flat=True)) == {"us-east", "eu-west", "ap-south"}
     flag = Flag.objects.get(key="new-login")
     assert flag.current.number == 1 and not flag.current.enabled
