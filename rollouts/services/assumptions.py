@@ -197,11 +197,7 @@ def assumption_revise(
     )
     if plan.status in Plan.CLOSED:
         raise TransitionRefused(f"plan {plan.key} is {plan.status}: its assumptions are final")
-    changed = {
-        name: (getattr(assumption, name), value)
-        for name, value in fields.items()
-        if getattr(assumption, name) != value
-    }
+    changed = [name for name, value in fields.items() if getattr(assumption, name) != value]
     if not changed:
         raise InvalidInput("nothing changed")
     if "statement" in changed and assumption.status != Assumption.Status.UNTESTED:
@@ -212,7 +208,7 @@ def assumption_revise(
     before = {**_payload(assumption), **_probe_payload(assumption)}
     for name, value in fields.items():
         setattr(assumption, name, value)
-    assumption.save(update_fields=list(changed))
+    assumption.save(update_fields=changed)
     after = {**_payload(assumption), **_probe_payload(assumption)}
     ledger_append(
         action="assumption.revised",
@@ -242,7 +238,9 @@ def assumption_status_set(
     """A person records what the evidence shows: the assumption holds, or it is falsified.
 
     Refused (InvalidInput) without a signed-in person, with empty evidence or another status;
-    nothing is written then. Recording the same status and evidence again changes nothing.
+    refused (TransitionRefused) on a closed plan, and for "holding" while the assumption's
+    falsification still awaits a decision; nothing is written then. Recording the same status
+    and evidence again changes nothing; new evidence for the same status keeps its time.
     Side effects: an `assumption.holding` / `assumption.falsified` ledger entry with the
     evidence; the plan page is pushed on commit. A falsified assumption puts the plan in
     "decision needed" until a decision references it.
