@@ -41,18 +41,25 @@ def test_slo_series__two_days_of_data__hourly_points_reach_now_and_match_the_sta
     assert max(v for v in series.burn_rates["1h"] if v is not None) == pytest.approx(20, rel=0.05)
 
 
-def test_slo_series__threshold_sli__latency_percentiles_per_minute():
-    spec = SLOSpec(
-        name="login-latency",
-        service="login",
-        indicator=SLISpec(kind="threshold", metric=MetricRef(metric="login_duration_ms")),
-        objective=0.99,
-        window_seconds=DAY,
-        budgeting="Timeslices",
-        threshold_op="lt",
-        threshold=300.0,
+def _latency_slo(window_seconds: int) -> SLO:
+    """login-latency: p99 of login_duration_ms under 300 ms in 99 % of minutes."""
+    slo, _ = slo_save(
+        spec=SLOSpec(
+            name="login-latency",
+            service="login",
+            indicator=SLISpec(kind="threshold", metric=MetricRef(metric="login_duration_ms")),
+            objective=0.99,
+            window_seconds=window_seconds,
+            budgeting="Timeslices",
+            threshold_op="lt",
+            threshold=300.0,
+        )
     )
-    slo, _ = slo_save(spec=spec)
+    return slo
+
+
+def test_slo_series__threshold_sli__latency_percentiles_per_minute():
+    slo = _latency_slo(DAY)
     rows = [
         Sample(
             name="login_duration_ms",
@@ -234,17 +241,7 @@ def test_slo_series__slo_younger_than_its_burn_windows__lines_from_its_first_min
 
 
 def _latency_spike(window_seconds: int) -> SLO:
-    spec = SLOSpec(
-        name="login-latency",
-        service="login",
-        indicator=SLISpec(kind="threshold", metric=MetricRef(metric="login_duration_ms")),
-        objective=0.99,
-        window_seconds=window_seconds,
-        budgeting="Timeslices",
-        threshold_op="lt",
-        threshold=300.0,
-    )
-    slo, _ = slo_save(spec=spec)
+    slo = _latency_slo(window_seconds)
     start = NOW.replace(minute=0, second=0) - timedelta(hours=2)  # 10:00
     spike = (start + timedelta(minutes=62), start + timedelta(minutes=66))  # 11:02-11:06
     Sample.objects.bulk_create(
