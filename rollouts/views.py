@@ -256,6 +256,8 @@ def _initial_decision(request: HttpRequest, context: dict[str, Any]) -> dict[str
             initial["step"] = assumption.evidence_evaluation.verification.step_id
         elif assumption.probe_step_id:
             initial["step"] = assumption.probe_step_id
+    if (decided := request.GET.get("decided", "")) in Decision.Decided.values:
+        initial["decided"] = decided  # "Kill the plan" on the plan page comes with kill chosen
     if (corrects := request.GET.get("corrects", "")).isascii() and corrects.isdigit():
         initial["corrects"] = int(corrects)
     return initial

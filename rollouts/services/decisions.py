@@ -180,6 +180,7 @@ def decision_record(
             action="kill",
             actor=actor,
             reason=f"decision {decision.pk}: {why}",
+            decision_id=decision.pk,
         )
     if plan is not None:
         plan_publish(plan=plan, event="decision.recorded")

@@ -114,7 +114,9 @@ def _complete_plan_if_finished(plan: Plan, steps: dict[int, Step]) -> None:
         _plan_set_status(plan, Plan.Status.COMPLETED, actor=None, reason="every step converged")
 
 
-def _plan_set_status(plan: Plan, status: str, *, actor: Any, reason: str) -> None:
+def _plan_set_status(
+    plan: Plan, status: str, *, actor: Any, reason: str, decision_id: int | None = None
+) -> None:
     if status not in Plan.TRANSITIONS[plan.status]:
         raise TransitionRefused(f"plan {plan.key} is {plan.status}; it cannot become {status}")
     before, plan.status, plan.updated_at = plan.status, status, timezone.now()
@@ -124,7 +126,12 @@ def _plan_set_status(plan: Plan, status: str, *, actor: Any, reason: str) -> Non
         subject=plan,
         actor=actor,
         actor_label=None if actor else "stepwise",
-        payload={"from": before, "to": status, **({"reason": reason} if reason else {})},
+        payload={
+            "from": before,
+            "to": status,
+            **({"reason": reason} if reason else {}),
+            **({"decision": decision_id} if decision_id else {}),
+        },
         plan_id=plan.pk,
     )
 
@@ -361,21 +368,34 @@ def _complete_if_converged(step: Step, *, actor: Any) -> None:
 
 @transaction.atomic
 def plan_transition(
-    *, plan_id: int, action: str, actor: AbstractBaseUser | None, reason: str = ""
+    *,
+    plan_id: int,
+    action: str,
+    actor: AbstractBaseUser | None,
+    reason: str = "",
+    decision_id: int | None = None,
 ) -> Plan:
     """activate / pause / resume / kill. Killing or pausing starts nothing further; killing also
     cancels the verifications still running, so no verdict acts on a killed plan's steps (the
-    steps stay as they are: reverting them is a separate call)."""
+    steps stay as they are: reverting them is a separate call). A kill is a call on the record:
+    only `decision_record` makes one, passing its `decision_id`."""
     if action not in PLAN_ACTIONS:
         raise InvalidInput(f"unknown plan action {action!r}; one of {', '.join(PLAN_ACTIONS)}")
     if not Plan.objects.filter(pk=plan_id).exists():
         raise InvalidInput(f"no plan with id {plan_id}")
     plan, steps, deps = _load(plan_id)
+    if action == "kill" and decision_id is None:
+        raise TransitionRefused(
+            f"a kill is a decision: record it on plan {plan.key}'s decision log (what you "
+            "believed, what reality showed, why), and the plan is killed with it"
+        )
     if action == "resume" and plan.status != Plan.Status.PAUSED:
         raise TransitionRefused(f"plan {plan.key} is {plan.status}, not paused")
     if action in {"kill", "pause"} and not reason.strip():
         raise InvalidInput(f"say why you {action} the plan")
-    _plan_set_status(plan, PLAN_ACTIONS[action], actor=actor, reason=reason)
+    _plan_set_status(
+        plan, PLAN_ACTIONS[action], actor=actor, reason=reason, decision_id=decision_id
+    )
     if plan.status == Plan.Status.KILLED:
         for step in steps.values():
             if step.status in Step.ACTIVE:

@@ -580,3 +580,21 @@ def test_step_action__next_off_site__redirected_home_instead(client, make_plan, 
     )
 
     assert response.status_code == 302 and response["Location"] == "/"
+
+
+def test_plan_page__kill__a_link_to_the_decision_log_with_kill_chosen_not_a_plan_action(
+    client, make_plan, role_user
+):
+    plan = make_plan([{"key": "a"}])
+    client.force_login(role_user("tpm"))
+
+    page = client.get(f"/plans/{plan.key}/").content.decode()
+    refused = client.post(
+        f"/plans/{plan.key}/action", {"action": "kill", "reason": "done"}, HTTP_HX_REQUEST="true"
+    )
+    form = client.get(f"/plans/{plan.key}/decisions/", {"decided": "kill"})
+
+    assert 'data-testid="kill-link"' in page and '<option value="kill">' not in page
+    assert refused.status_code == 409 and "a kill is a decision" in refused.content.decode()
+    assert form.context["form"].initial["decided"] == "kill"
+    assert plan.__class__.objects.get(pk=plan.pk).status == "active"

@@ -8,8 +8,7 @@ from live.models import StreamEvent
 from rollouts.models import Assumption
 from rollouts.services import InvalidInput, TransitionRefused
 from rollouts.services.assumptions import assumption_revise
-from rollouts.services.steps import plan_transition
-from tests.rollouts.decision_factories import assume, falsify
+from tests.rollouts.decision_factories import assume, decide, falsify
 
 pytestmark = pytest.mark.django_db
 
@@ -106,7 +105,7 @@ def test_assumption_revise__killed_plan__refused(make_plan, role_user):
     plan = make_plan([{"key": "a"}])
     tpm = role_user("tpm")
     assumption = assume(plan, tpm)
-    plan_transition(plan_id=plan.pk, action="kill", actor=tpm, reason="cancelled")
+    decide(plan, tpm, "kill")
     before = _stored(assumption)
 
     with pytest.raises(TransitionRefused, match="is killed: its assumptions are final"):

@@ -13,7 +13,7 @@ from rollouts.services.assumptions import (
 )
 from rollouts.services.evaluation import verification_evaluate
 from rollouts.services.steps import step_transition
-from tests.rollouts.decision_factories import BREACHING, HEALTHY, assume, falsify, traffic
+from tests.rollouts.decision_factories import BREACHING, HEALTHY, assume, decide, falsify, traffic
 
 pytestmark = pytest.mark.django_db
 
@@ -174,12 +174,10 @@ def test_assumption_status_set__same_twice__one_ledger_entry(make_plan, role_use
 
 
 def test_assumption_status_set__killed_plan__refused_and_nothing_changed(make_plan, role_user):
-    from rollouts.services.steps import plan_transition
-
     plan = make_plan([{"key": "a"}])
     tpm = role_user("tpm")
     assumption = assume(plan, tpm)
-    plan_transition(plan_id=plan.pk, action="kill", actor=tpm, reason="cancelled")
+    decide(plan, tpm, "kill")
     entries = LedgerEntry.objects.count()
 
     with pytest.raises(TransitionRefused, match="is killed: its assumptions are final"):
@@ -192,8 +190,6 @@ def test_assumption_status_set__killed_plan__refused_and_nothing_changed(make_pl
 def test_assumption_status_set__falsified_then_holding__needs_a_decision_first(
     make_plan, role_user
 ):
-    from tests.rollouts.decision_factories import decide
-
     plan = make_plan([{"key": "a"}])
     tpm = role_user("tpm")
     assumption = assume(plan, tpm)
@@ -216,7 +212,6 @@ def test_assumption_status_set__more_evidence_for_the_same_finding__its_decision
     make_plan, role_user
 ):
     from rollouts.rules import decision_needed
-    from tests.rollouts.decision_factories import decide
 
     plan = make_plan([{"key": "a"}])
     tpm = role_user("tpm")

@@ -11,7 +11,7 @@ from rollouts.plan_spec import plan_export
 from rollouts.services import InvalidInput, TransitionRefused
 from rollouts.services.evaluation import verification_evaluate
 from rollouts.services.plan_apply import PlanApplyRefused, plan_apply
-from rollouts.services.steps import plan_transition, step_transition
+from rollouts.services.steps import step_transition
 from tests.rollouts.decision_factories import BREACHING, assume, decide, falsify, traffic
 from tests.rollouts.plan_factories import step_doc
 
@@ -51,12 +51,12 @@ def test_decision_kill__active_plan__plan_killed_running_check_cancelled_starts_
     assert Step.objects.get(pk=a.pk).status == "running"
 
 
-def test_plan_transition_kill__without_a_decision__running_verification_cancelled(make_plan):
+def test_decision_kill__running_verification_cancelled(make_plan, role_user):
     plan = make_plan([{"key": "a"}])
     step = plan.steps.get()
     step_transition(step_id=step.pk, action="start", actor=None)
 
-    plan_transition(plan_id=plan.pk, action="kill", actor=None, reason="superseded")
+    decide(plan, role_user("tpm"), "kill")
 
     assert step.verifications.get().status == Verification.Status.CANCELLED
     assert LedgerEntry.objects.filter(action="verification.cancelled", step_id=step.pk).exists()

@@ -180,13 +180,21 @@ def test_flag_change__percentage_out_of_range__refused_and_no_version(make_plan)
         )
 
 
-def test_plan_transition__kill_without_reason__refused_then_killed_starts_nothing(
+def test_plan_transition__kill_without_a_decision__refused_then_killed_starts_nothing(
     make_plan, role_user
 ):
+    from tests.rollouts.decision_factories import decide
+
     plan = make_plan([{"key": "a"}])
+    tpm = role_user("tpm")
+    with pytest.raises(TransitionRefused, match="a kill is a decision: record it on plan p's"):
+        plan_transition(plan_id=plan.pk, action="kill", actor=tpm, reason="superseded")
     with pytest.raises(InvalidInput, match="say why"):
-        plan_transition(plan_id=plan.pk, action="kill", actor=role_user("tpm"))
-    plan_transition(plan_id=plan.pk, action="kill", actor=role_user("tpm"), reason="superseded")
+        plan_transition(plan_id=plan.pk, action="pause", actor=tpm)
+    assert Plan.objects.get(pk=plan.pk).status == "active"
+    decision = decide(plan, tpm, "kill")
+    killed = LedgerEntry.objects.get(action="plan.killed", plan_id=plan.pk)
+    assert killed.payload["decision"] == decision.pk
     with pytest.raises(TransitionRefused, match="plan is killed"):
         step_transition(step_id=_step(plan, "a").pk, action="start", actor=None)
     with pytest.raises(TransitionRefused, match="cannot become active"):
