@@ -13,13 +13,14 @@ from accounts.api import api_endpoint
 from incidents.alerts import AlertPayloadInvalid, alertmanager_ingest
 from incidents.models import Incident
 from incidents.selectors import incident_as_dict
-from incidents.services import incident_declare, narration_post
+from incidents.services import incident_declare, incident_triage, narration_post
 from rollouts.services import InvalidInput, TransitionRefused
 
 # No "incidents:read" scope exists yet, so reading takes the same scope as writing.
 SCOPE = "incidents:write"
 DECLARE_FIELDS = {"title", "severity", "summary", "services", "plans", "flags"}
 NARRATION_FIELDS = {"text", "corrects"}
+TRIAGE_FIELDS = {"severity", "services", "reason"}
 
 
 class _BadRequest(Exception):
@@ -200,3 +201,32 @@ def narration_api(request: HttpRequest, incident_id: int) -> JsonResponse:
         },
         status=201,
     )
+
+
+@require_POST
+@api_endpoint(scope=SCOPE, permission="incidents.command")
+def triage_api(request: HttpRequest, incident_id: int) -> JsonResponse:
+    """POST {severity, services?, reason?} -> 200 with the incident: re-grade it, as the console's
+    Severity and services card does (a severity change needs its reason; services left out stay
+    as they are)."""
+    incident = Incident.objects.filter(pk=incident_id).first()
+    if incident is None:
+        return _error(f"no incident with id {incident_id}", 404)
+    try:
+        body = _json_object(request, TRIAGE_FIELDS)
+        if "severity" not in body:
+            raise InvalidInput('severity: required ("SEV1".."SEV4" or 1..4)')
+        incident_triage(
+            incident_id=incident_id,
+            severity=_severity(body["severity"]),
+            services=_string_list(body, "services") if "services" in body else incident.services,
+            reason=_text(body, "reason"),
+            actor=request.user,
+        )
+    except _BadRequest as exc:
+        return exc.response
+    except TransitionRefused as exc:
+        return _error(str(exc), 409)
+    except InvalidInput as exc:
+        return _error(str(exc), 400)
+    return JsonResponse(incident_as_dict(incident))

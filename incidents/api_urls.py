@@ -7,4 +7,5 @@ urlpatterns = [
     path("alertmanager", api.alertmanager_webhook, name="api-incident-alertmanager"),
     path("<int:incident_id>", api.incident_detail_api, name="api-incident"),
     path("<int:incident_id>/narration", api.narration_api, name="api-incident-narration"),
+    path("<int:incident_id>/triage", api.triage_api, name="api-incident-triage"),
 ]

@@ -293,3 +293,55 @@ def test_narration_api__token_without_scope__403(client, incident, responder):
 
     assert response.status_code == 403
     assert TimelineEntry.objects.filter(incident=incident).count() == 2
+
+
+# --- re-grade ------------------------------------------------------------------------------------
+
+
+def test_triage_api__commander_raises_severity__200_with_the_incident_and_ledgered(
+    client, incident, commander
+):
+    response = post(
+        client,
+        f"/api/incidents/{incident.pk}/triage",
+        {"severity": "SEV1", "reason": "card payments failing too"},
+        token_for(commander),
+    )
+
+    assert response.status_code == 200
+    assert response.json()["severity"] == "SEV1" and response.json()["services"] == []
+    assert LedgerEntry.objects.filter(action="incident.triaged", incident_id=incident.pk).exists()
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "reason"),
+    [
+        ({"severity": 1}, 400, "say why the severity changes"),
+        ({"services": ["checkout"]}, 400, "severity: required"),
+        ({"severity": "SEV9", "reason": "x"}, 400, "severity: must be"),
+        ({"severity": 2, "services": "checkout"}, 400, "services: must be a list of strings"),
+        ({"severity": 2, "owner": "me"}, 400, "unknown field(s) owner"),
+    ],
+)
+def test_triage_api__bad_body__400_with_the_reason_and_nothing_changed(
+    client, incident, commander, body, status, reason
+):
+    response = post(client, f"/api/incidents/{incident.pk}/triage", body, token_for(commander))
+
+    assert response.status_code == status and reason in response.json()["error"]
+    assert Incident.objects.get(pk=incident.pk).severity == 2
+
+
+def test_triage_api__responder_or_unknown_incident__403_and_404(
+    client, incident, responder, commander
+):
+    refused = post(
+        client,
+        f"/api/incidents/{incident.pk}/triage",
+        {"severity": 1, "reason": "x"},
+        token_for(responder),
+    )
+    missing = post(client, "/api/incidents/999999/triage", {"severity": 1}, token_for(commander))
+
+    assert refused.status_code == 403
+    assert missing.status_code == 404
