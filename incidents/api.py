@@ -1,7 +1,9 @@
 """The incidents JSON API: Alertmanager intake, declare, read, narrate. Errors are JSON with a
 reason: 400 for input, 403 for permission, 404 for an unknown incident, 409 for a refused action."""
 
+import functools
 import json
+from collections.abc import Callable
 from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
@@ -57,24 +59,37 @@ def _json_object(request: HttpRequest, allowed: set[str]) -> dict[str, Any]:
     return body
 
 
+def _refusals_answered(view: Callable[..., JsonResponse]) -> Callable[..., JsonResponse]:
+    """An endpoint raises; the client gets JSON with the reason: its own status for a bad body,
+    409 for a refused transition, 400 for bad input."""
+
+    @functools.wraps(view)
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+        try:
+            return view(request, *args, **kwargs)
+        except _BadRequest as exc:
+            return exc.response
+        except TransitionRefused as exc:
+            return _error(str(exc), 409)
+        except InvalidInput as exc:
+            return _error(str(exc), 400)
+
+    return wrapped
+
+
 def _incident_url(incident_id: int) -> str:
     return reverse("incident-console", kwargs={"incident_id": incident_id})
 
 
 @require_POST
 @api_endpoint(scope=SCOPE, permission="incidents.narrate")
+@_refusals_answered
 def alertmanager_webhook(request: HttpRequest) -> JsonResponse:
     """Alertmanager's webhook receiver (docs/alertmanager.md): 202 with what was done."""
     try:
         outcome = alertmanager_ingest(payload=_json(request), actor=request.user)
-    except _BadRequest as exc:
-        return exc.response
     except AlertPayloadInvalid as exc:
         return _error(f"invalid Alertmanager payload: {exc}", 400, invalid=exc.problems)
-    except TransitionRefused as exc:
-        return _error(str(exc), 409)
-    except InvalidInput as exc:
-        return _error(str(exc), 400)
     return JsonResponse(outcome, status=202)
 
 
@@ -111,29 +126,23 @@ def _text(body: dict[str, Any], name: str, *, required: bool = False) -> str:
 
 @require_POST
 @api_endpoint(scope=SCOPE, permission="incidents.narrate")
+@_refusals_answered
 def incident_declare_api(request: HttpRequest) -> JsonResponse:
     """POST {title, severity, summary?, services?, plans?, flags?} -> 201 {id, url}."""
-    try:
-        body = _json_object(request, DECLARE_FIELDS)
-        title = _text(body, "title", required=True)
-        if "severity" not in body:
-            raise InvalidInput('severity: required ("SEV1".."SEV4" or 1..4)')
-        incident = incident_declare(
-            title=title,
-            severity=_severity(body["severity"]),
-            summary=_text(body, "summary"),
-            services=_string_list(body, "services"),
-            plan_keys=_string_list(body, "plans"),
-            flag_keys=_string_list(body, "flags"),
-            source=Incident.Source.API,
-            actor=request.user,
-        )
-    except _BadRequest as exc:
-        return exc.response
-    except TransitionRefused as exc:
-        return _error(str(exc), 409)
-    except InvalidInput as exc:
-        return _error(str(exc), 400)
+    body = _json_object(request, DECLARE_FIELDS)
+    title = _text(body, "title", required=True)
+    if "severity" not in body:
+        raise InvalidInput('severity: required ("SEV1".."SEV4" or 1..4)')
+    incident = incident_declare(
+        title=title,
+        severity=_severity(body["severity"]),
+        summary=_text(body, "summary"),
+        services=_string_list(body, "services"),
+        plan_keys=_string_list(body, "plans"),
+        flag_keys=_string_list(body, "flags"),
+        source=Incident.Source.API,
+        actor=request.user,
+    )
     return JsonResponse({"id": incident.pk, "url": _incident_url(incident.pk)}, status=201)
 
 
@@ -166,29 +175,23 @@ def incident_detail_api(request: HttpRequest, incident_id: int) -> JsonResponse:
 
 @require_POST
 @api_endpoint(scope=SCOPE, permission="incidents.narrate")
+@_refusals_answered
 def narration_api(request: HttpRequest, incident_id: int) -> JsonResponse:
     """POST {text, corrects?: seq} -> 201 with the new timeline entry."""
     if not Incident.objects.filter(pk=incident_id).exists():
         return _error(f"no incident with id {incident_id}", 404)
-    try:
-        body = _json_object(request, NARRATION_FIELDS)
-        corrects = body.get("corrects")
-        if corrects is not None and (
-            not isinstance(corrects, int) or isinstance(corrects, bool) or corrects < 1
-        ):
-            raise InvalidInput("corrects: must be the seq (1 or more) of the entry it corrects")
-        entry = narration_post(
-            incident_id=incident_id,
-            text=_text(body, "text", required=True),
-            corrects_seq=corrects,
-            actor=request.user,
-        )
-    except _BadRequest as exc:
-        return exc.response
-    except TransitionRefused as exc:
-        return _error(str(exc), 409)
-    except InvalidInput as exc:
-        return _error(str(exc), 400)
+    body = _json_object(request, NARRATION_FIELDS)
+    corrects = body.get("corrects")
+    if corrects is not None and (
+        not isinstance(corrects, int) or isinstance(corrects, bool) or corrects < 1
+    ):
+        raise InvalidInput("corrects: must be the seq (1 or more) of the entry it corrects")
+    entry = narration_post(
+        incident_id=incident_id,
+        text=_text(body, "text", required=True),
+        corrects_seq=corrects,
+        actor=request.user,
+    )
     return JsonResponse(
         {
             "incident": incident_id,
@@ -205,6 +208,7 @@ def narration_api(request: HttpRequest, incident_id: int) -> JsonResponse:
 
 @require_POST
 @api_endpoint(scope=SCOPE, permission="incidents.command")
+@_refusals_answered
 def triage_api(request: HttpRequest, incident_id: int) -> JsonResponse:
     """POST {severity, services?, reason?} -> 200 with the incident: re-grade it, as the console's
     Severity and services card does (a severity change needs its reason; services left out stay
@@ -212,21 +216,14 @@ def triage_api(request: HttpRequest, incident_id: int) -> JsonResponse:
     incident = Incident.objects.filter(pk=incident_id).first()
     if incident is None:
         return _error(f"no incident with id {incident_id}", 404)
-    try:
-        body = _json_object(request, TRIAGE_FIELDS)
-        if "severity" not in body:
-            raise InvalidInput('severity: required ("SEV1".."SEV4" or 1..4)')
-        incident_triage(
-            incident_id=incident_id,
-            severity=_severity(body["severity"]),
-            services=_string_list(body, "services") if "services" in body else incident.services,
-            reason=_text(body, "reason"),
-            actor=request.user,
-        )
-    except _BadRequest as exc:
-        return exc.response
-    except TransitionRefused as exc:
-        return _error(str(exc), 409)
-    except InvalidInput as exc:
-        return _error(str(exc), 400)
+    body = _json_object(request, TRIAGE_FIELDS)
+    if "severity" not in body:
+        raise InvalidInput('severity: required ("SEV1".."SEV4" or 1..4)')
+    incident_triage(
+        incident_id=incident_id,
+        severity=_severity(body["severity"]),
+        services=_string_list(body, "services") if "services" in body else incident.services,
+        reason=_text(body, "reason"),
+        actor=request.user,
+    )
     return JsonResponse(incident_as_dict(incident))
