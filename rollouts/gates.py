@@ -73,6 +73,8 @@ def plans_whose_gates_moved(
 ) -> list[Plan]:
     """Active plans with a step that could start and whose gate on `slo_id` opened or closed as
     the SLO's remaining budget went from `budget_before` to `budget_after`."""
+    if budget_before == budget_after:  # most ticks: nothing to look up
+        return []
     gated = Step.objects.filter(
         budget_slo_id=slo_id, status__in=STARTABLE, plan__status=Plan.Status.ACTIVE
     ).select_related("plan")

@@ -57,6 +57,10 @@ class Plan(models.Model):
         return f"plan:{self.pk}"
 
     @property
+    def is_closed(self) -> bool:
+        return self.status in self.CLOSED
+
+    @property
     def starts_nothing(self) -> bool:
         return self.status != self.Status.ACTIVE
 

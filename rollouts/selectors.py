@@ -140,7 +140,7 @@ def _evaluation_url(plan: Plan, evaluation: Any) -> str:
 def assumptions_context(plan: Plan, assumptions: list[Assumption]) -> dict[str, Any]:
     """The plan page's Assumptions card and "decision needed" banner (none on a closed plan:
     nothing it would start is left to hold)."""
-    pending = [] if plan.status in Plan.CLOSED else decision_needed(assumptions)
+    pending = [] if plan.is_closed else decision_needed(assumptions)
     top = top_assumption(assumptions)
     rows = [
         AssumptionRow(
@@ -314,7 +314,7 @@ def portfolio(*, team: str = "", status: str = "") -> list[dict[str, Any]]:
                 "failed": [s for s in steps if s.status == Step.Status.FAILED],
                 "progress": round(100 * plan.done / plan.total) if plan.total else 0,
                 "thrash": thrashing.get(plan.pk),
-                "decision_needed": plan.status not in Plan.CLOSED
+                "decision_needed": not plan.is_closed
                 and bool(decision_needed(assumptions[plan.pk])),
             }
         )

@@ -509,13 +509,19 @@ def slo_status(slo: SLO) -> SLOStatus:
 # ---------------------------------------------------------------- alerts
 
 
-@transaction.atomic
 def slo_alerts_evaluate(*, slo_id: int) -> list[SLOAlert]:
     """Open each rule's alert when both its windows burn above the threshold (with enough events
     in the long window), resolve it when they no longer do. Returns the alerts opened."""
+    return _alerts_evaluate(slo_id)[0]
+
+
+@transaction.atomic
+def _alerts_evaluate(slo_id: int) -> tuple[list[SLOAlert], SLOStatus | None]:
+    """`slo_alerts_evaluate`, also returning the status it judged (None before any rollup), so
+    a refresh reads the budget once."""
     slo = SLO.objects.select_for_update().get(pk=slo_id)
     if slo.rolled_up_to is None:
-        return []
+        return [], None
     at = slo.rolled_up_to
     status = slo_status(slo)
     opened = []
@@ -558,7 +564,7 @@ def slo_alerts_evaluate(*, slo_id: int) -> list[SLOAlert]:
             # Only data resolves a page: a dead exporter must not silence one.
             current.resolved_at = at
             current.save(update_fields=["resolved_at"])
-    return opened
+    return opened, status
 
 
 def slo_alerts_describe(slo: SLO) -> list[dict]:
@@ -581,8 +587,8 @@ def slo_refresh(*, slo_id: int, now: datetime | None = None) -> list[SLOAlert]:
     how the remaining budget moved. Returns the alerts opened."""
     before = slo_status(SLO.objects.get(pk=slo_id)).budget_remaining
     slo_rollup(slo_id=slo_id, now=now)
-    opened = slo_alerts_evaluate(slo_id=slo_id)
-    after = slo_status(SLO.objects.get(pk=slo_id)).budget_remaining
+    opened, status = _alerts_evaluate(slo_id)
+    after = status.budget_remaining if status else None
     slo_refreshed.send(
         sender=SLO,
         slo_id=slo_id,

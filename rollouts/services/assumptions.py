@@ -135,7 +135,7 @@ def assumption_add(
         probe_cost=probe_cost,
         probe_step_id=probe_step_id,
     )
-    if plan.status in Plan.CLOSED:
+    if plan.is_closed:
         raise TransitionRefused(f"plan {plan.key} is {plan.status}: it takes no new assumptions")
 
     assumption = Assumption.objects.create(
@@ -195,7 +195,7 @@ def assumption_revise(
         probe_cost=probe_cost,
         probe_step_id=probe_step_id,
     )
-    if plan.status in Plan.CLOSED:
+    if plan.is_closed:
         raise TransitionRefused(f"plan {plan.key} is {plan.status}: its assumptions are final")
     changed = [name for name, value in fields.items() if getattr(assumption, name) != value]
     if not changed:
@@ -263,7 +263,7 @@ def assumption_status_set(
         problems.append(f"say what evidence shows the assumption is {status or 'settled'}")
     if problems:
         raise InvalidInput("; ".join(problems))
-    if plan.status in Plan.CLOSED:
+    if plan.is_closed:
         raise TransitionRefused(f"plan {plan.key} is {plan.status}: its assumptions are final")
     if assumption.status == status and assumption.evidence == evidence:
         return assumption  # a second click: already recorded
@@ -273,7 +273,7 @@ def assumption_status_set(
         # answered it still does.
         assumption.evidence = evidence
         assumption.save(update_fields=["evidence"])
-    elif assumption.pk in {
+    elif before == Assumption.Status.FALSIFIED and assumption.pk in {
         a.pk for a in decision_needed(assumptions_for_plans([plan.pk])[plan.pk])
     }:
         raise TransitionRefused(

@@ -295,7 +295,7 @@ def _refusals(plan: Plan, diff: PlanDiff, statuses: dict[str, str]) -> list[str]
                     f"step {change.key!r} is {statuses[change.key]}: its {', '.join(frozen)} "
                     "cannot change once it has started; add a new step instead"
                 )
-    if plan.status in Plan.CLOSED and diff.steps_added:
+    if plan.is_closed and diff.steps_added:
         reasons.append(
             f"the plan is {plan.status}: no steps can be added "
             f"({', '.join(s.key for s in diff.steps_added)})"
