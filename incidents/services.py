@@ -26,7 +26,7 @@ from live.broadcast import stream_publish
 from rollouts.models import Decision, Flag, Plan, Step
 from rollouts.services import InvalidInput, TransitionRefused
 from rollouts.services.decisions import decision_record
-from rollouts.services.flags import flag_change, flag_revert
+from rollouts.services.flags import flag_change, flag_restore, flag_revert
 from signals.measurements import duration_text
 from signals.models import SLOAlert
 
@@ -502,6 +502,7 @@ def change_start(
             actor=actor,
             reason=f"INC-{incident.pk}: {description}"[:300],
             source="incident",
+            incident_id=incident.pk,
         )
         if version.pk == before:
             raise InvalidInput(
@@ -560,14 +561,17 @@ def change_verify(
     change.save(update_fields=["status", "verified_by", "verified_at", "verification_note"])
     restored = None
     if not better and change.flag_version is not None:
-        # Only the version this change made is undone: if someone changed the flag since, the
-        # flag service refuses and names them, rather than silently overwriting their change.
-        restored = flag_revert(
+        # The change's own revert: the version current when it began, even when the change had
+        # lowered exposure. Only the version this change made is undone: if someone changed the
+        # flag since, the flag service refuses and names them rather than overwrite their change.
+        restored = flag_restore(
             flag_key=change.flag.key,
+            version_number=change.flag_version.number - 1,
             seen_version=change.flag_version.number,
             actor=actor,
             reason=f"INC-{incident.pk}: not better, reverting “{change.description}”"[:300],
             source="incident",
+            incident_id=incident.pk,
         )
     verdict = "better: holding" if better else "not better: reverted"
     _timeline(
@@ -611,6 +615,7 @@ def incident_flag_revert(
         actor=actor,
         reason=f"INC-{incident.pk}: one-click revert from the incident console",
         source="incident",
+        incident_id=incident.pk,
     )
     incident.flags.add(version.flag)
     _timeline(
@@ -645,6 +650,8 @@ def break_glass_flip(*, incident_id: int, switch_id: int, on: bool, actor: Abstr
         actor=actor,
         reason=f"BREAK-GLASS during INC-{incident.pk}: {switch.label} {'on' if on else 'off'}",
         source="incident",
+        incident_id=incident.pk,
+        break_glass=True,
     )
     incident.flags.add(switch.flag)
     _timeline(

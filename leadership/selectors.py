@@ -22,6 +22,7 @@ from rollouts.models import (
     Plan,
     Step,
     Verification,
+    percent_text,
 )
 from rollouts.rules import (
     decision_needed,
@@ -30,7 +31,6 @@ from rollouts.rules import (
     top_untested_reason,
 )
 from rollouts.selectors import assumptions_for_plans
-from rollouts.services.flags import percent_text
 from signals.models import SLO, SLIBucket
 from signals.slo_spec import MetricRef
 from signals.slos import BURN_WINDOWS, SLOStatus, slo_alerts_describe, slo_statuses

@@ -18,6 +18,9 @@ class PlanActionForm(forms.Form):
 
 class TargetConfirmForm(forms.Form):
     target = forms.SlugField(max_length=60)
+    reason = forms.CharField(
+        max_length=300, error_messages={"required": "say why this target has converged"}
+    )
 
 
 class FlagRevertForm(forms.Form):

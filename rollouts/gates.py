@@ -5,8 +5,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
-from rollouts.models import Plan, Step
-from rollouts.services.flags import percent_text
+from rollouts.models import Plan, Step, percent_text
 from signals.models import SLO
 from signals.slos import SLOStatus, slo_statuses
 

@@ -1,9 +1,17 @@
 """Plans of ordered steps, feature flags with immutable versions, and who has converged on what."""
 
+import json
+from decimal import Decimal
+
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
+
+
+def percent_text(value: Decimal | float | int) -> str:
+    """5 -> "5%", 12.50 -> "12.5%": how people write rollout percentages."""
+    return f"{Decimal(str(value)).normalize():f}%"
 
 
 class Plan(models.Model):
@@ -185,6 +193,38 @@ class FlagVersion(models.Model):
             "rules": self.rules,
         }
 
+    @property
+    def exposure(self) -> Decimal:
+        """The share of traffic the percentage rollout serves the on variant: 0 when disabled."""
+        return self.rollout_percentage if self.enabled else Decimal(0)
+
+    def _exposing_rules(self) -> set[str]:
+        if not self.enabled:
+            return set()
+        return {
+            json.dumps(rule, sort_keys=True)
+            for rule in self.rules
+            if isinstance(rule, dict) and rule.get("variant") != self.off_variant
+        }
+
+    def exposes_more_than(self, other: "FlagVersion | None") -> bool:
+        """True when this version serves a non-off variant to someone `other` does not: a higher
+        rollout percentage, or a targeting rule `other` lacks. No version exposes nothing."""
+        if other is None:
+            return self.exposure > 0 or bool(self._exposing_rules())
+        return self.exposure > other.exposure or bool(
+            self._exposing_rules() - other._exposing_rules()
+        )
+
+    def settings_text(self) -> str:
+        """ "on at 25%", "off", "on at 5% + 2 rules": what a person reads before it applies."""
+        if not self.enabled:
+            return "off"
+        text = f"on at {percent_text(self.rollout_percentage)}"
+        if self.rules:
+            text += f" + {len(self.rules)} rule{'s' if len(self.rules) != 1 else ''}"
+        return text
+
 
 class Step(models.Model):
     class Kind(models.TextChoices):
@@ -308,6 +348,14 @@ class Step(models.Model):
     )
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    attempt_flag_version = models.ForeignKey(
+        FlagVersion,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="a flag ramp's flag version when this attempt started: what its revert restores",
+    )
     targets = models.ManyToManyField(Target, through="StepTarget", related_name="steps")
 
     class Meta:

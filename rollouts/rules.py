@@ -4,8 +4,9 @@ the service that refuses the click give the same reason."""
 from collections.abc import Iterable, Mapping, Sequence
 
 from rollouts.gates import partner_reason
-from rollouts.models import Assumption, Plan, Step
+from rollouts.models import Assumption, FlagVersion, Plan, Step, StepTarget
 
+# Finished, for a plan's completion. Whether a dependant may start is `dependencies_converged`.
 SATISFIED = {Step.Status.DONE, Step.Status.SKIPPED}
 # How much of a statement or of evidence a reason quotes: enough to recognise it.
 QUOTED_CHARS = 120
@@ -14,6 +15,104 @@ QUOTED_CHARS = 120
 def _clip(text: str, limit: int = QUOTED_CHARS) -> str:
     text = " ".join((text or "").split())
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def unconverged_dependency(
+    step: Step, *, by_id: Mapping[int, Step], deps: Mapping[int, list[int]]
+) -> tuple[Step, list[Step]] | None:
+    """The first dependency of `step` that has not converged, with the skipped steps it was
+    reached through, or None. A done step has converged; a skipped step is transparent: it has
+    converged only when its own dependencies have, so skipping never walks around convergence."""
+    seen: set[int] = set()
+
+    def walk(current: Step, via: list[Step]) -> tuple[Step, list[Step]] | None:
+        for dep_id in deps.get(current.pk, []):
+            if dep_id in seen:
+                continue
+            seen.add(dep_id)
+            dep = by_id[dep_id]
+            if dep.status == Step.Status.SKIPPED:
+                if found := walk(dep, [*via, dep]):
+                    return found
+            elif dep.status != Step.Status.DONE:
+                return dep, via
+        return None
+
+    return walk(step, [])
+
+
+def dependencies_converged(
+    step: Step, *, by_id: Mapping[int, Step], deps: Mapping[int, list[int]]
+) -> bool:
+    return unconverged_dependency(step, by_id=by_id, deps=deps) is None
+
+
+def target_reading(step: Step, row: StepTarget) -> str:
+    """ "eu-west: value 41, needs value >= 42": where a step has not converged, and why."""
+    name = row.target.name
+    check = row.last_check or {}
+    if step.convergence:
+        condition = step.convergence.get("condition", "")
+        if not check:
+            return f"{name}: not checked yet, needs {condition}"
+        if check.get("value") is None:
+            problem = check.get("problem") or "no data"
+            return f"{name}: {_clip(problem, 80)}, needs {condition}"
+        return f"{name}: value {check['value']:.6g}, needs {condition}"
+    if step.kind == Step.Kind.FLAG_RAMP:
+        return f"{name}: not every flag consumer has fetched the new configuration"
+    return f"{name}: awaiting confirmation"
+
+
+def dependency_blocker(
+    step: Step, *, by_id: Mapping[int, Step], deps: Mapping[int, list[int]], partner: str = ""
+) -> str | None:
+    """ "waits for gw (through skipped ramp-a): converging, not converged in eu-west: value 41,
+    needs value >= 42", or None when every transitive dependency has converged. `partner`: the
+    key of the lockstep partner whose dependency this is, when it is not `step` itself."""
+    found = unconverged_dependency(step, by_id=by_id, deps=deps)
+    if found is None:
+        return None
+    dep, via = found
+    notes = [f"lockstep partner {partner}"] if partner else []
+    if via:
+        notes.append(f"through skipped {', '.join(s.key for s in via)}")
+    where = f" ({'; '.join(notes)})" if notes else ""
+    text = f"waits for {dep.key}{where}: {dep.status}, not converged"
+    if dep.status == Step.Status.CONVERGING:
+        pending = [row for row in dep.step_targets.all() if row.state != StepTarget.State.CONVERGED]
+        if pending:
+            text += " in " + "; ".join(target_reading(dep, row) for row in pending)
+    return text
+
+
+def exposure_raise_blocker(
+    version: FlagVersion, *, current: FlagVersion | None, governing: Iterable[str]
+) -> str | None:
+    """Why `version` may not replace `current`: it exposes more while a step that ramps the flag
+    still waits on dependencies (`governing`: those steps' `dependency_blocker` reasons, as
+    "plan/step waits for …"). Lowering exposure is always allowed."""
+    if not version.exposes_more_than(current):
+        return None
+    if reasons := list(governing):
+        return (
+            f"{version.flag.key} would go from {current.settings_text() if current else 'nothing'} "
+            f"to {version.settings_text()}, but {reasons[0]}: more exposure waits for "
+            "convergence (lower it, or let the plan step ramp it)"
+        )
+    return None
+
+
+def revert_raise_refusal(*, current: FlagVersion, target: FlagVersion) -> str | None:
+    """A one-click revert never raises exposure: reverting a revert would re-apply what was
+    reverted. Restoring a version on purpose (with a reason) is a change, not a revert."""
+    if target.exposes_more_than(current):
+        return (
+            f"reverting {current.flag.key} v{current.number} would apply v{target.number}'s "
+            f"settings ({target.settings_text()}, now {current.settings_text()}): a revert never "
+            "raises exposure; restore that version on purpose, with a reason, if you mean it"
+        )
+    return None
 
 
 def decision_needed(assumptions: Iterable[Assumption]) -> list[Assumption]:
@@ -153,11 +252,9 @@ def start_blocker(
         s for s in by_id.values() if step.lockstep_group and s.lockstep_group == step.lockstep_group
     ]
     for member in group or [step]:
-        for dep_id in deps.get(member.pk, []):
-            dep = by_id[dep_id]
-            if dep.status not in SATISFIED:
-                who = "" if member.pk == step.pk else f" (lockstep partner {member.key})"
-                return f"waits for {dep.key}{who}: {dep.status}, not converged"
+        partner = "" if member.pk == step.pk else member.key
+        if waiting := dependency_blocker(member, by_id=by_id, deps=deps, partner=partner):
+            return waiting
         if member.pk != step.pk and member.status not in {Step.Status.PENDING, Step.Status.READY}:
             return f"lockstep partner {member.key} is {member.status}"
         if member.pk != step.pk and not member.has_verification:

@@ -38,6 +38,7 @@ from rollouts.services.decisions import decision_record
 from rollouts.services.deviations import deviation_reconcile
 from rollouts.services.flags import FLAGS_STREAM, flag_change, flag_restore, flag_revert
 from rollouts.services.steps import (
+    PERSON,
     plan_transition,
     step_start_over_budget,
     step_target_confirm,
@@ -383,7 +384,11 @@ def step_confirm_target(request: HttpRequest, key: str, step_key: str) -> HttpRe
         request,
         form,
         lambda d: step_target_confirm(
-            step_id=step.pk, target=d["target"], actor=request.user, source="person"
+            step_id=step.pk,
+            target=d["target"],
+            actor=request.user,
+            source=PERSON,
+            reason=d["reason"],
         ),
         done=f"{form.data.get('target', '')} confirmed",
         back=f"/plans/{key}/steps/{step_key}/",

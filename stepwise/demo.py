@@ -5,8 +5,7 @@ Healthy everywhere except three stories:
   (`login_error_ratio{variant="on"}` is 0.5). Starting the `login-5` ramp fails its
   verification at the first breaching sample and the flag is set back to 0 %. Sessions keep the
   login they started with for an hour, so sign-ins keep failing after the revert: the
-  login-availability SLO visibly burns its budget and its burn-rate page opens. The 1 % smoke test
-  someone ran by hand (a deviation) burns it slowly until it is reverted.
+  login-availability SLO visibly burns its budget and its burn-rate page opens.
 - The backfill has finished in us-east and eu-west but not in ap-south, which the convergence
   predicate shows per region.
 - The plan's top assumption (the new identity provider carries peak sign-in traffic) is false:

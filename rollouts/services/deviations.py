@@ -90,13 +90,16 @@ def deviation_reconcile(
         )
         if previous is None:
             raise TransitionRefused(f"{version.flag.key} has no version before v{version.number}")
+        # Not a version of the owning step: a later revert of that step restores what was
+        # current when its attempt started, and this restore is a person's call, not its ramp.
         flag_restore(
             flag_key=version.flag.key,
             version_number=previous.number,
             actor=actor,
             reason=f"reconcile: revert out-of-band v{version.number}: {reason}",
             source="plan",
-            step=deviation.step,
+            seen_version=version.number,
+            reconciles=deviation,
         )
     deviation.status = (
         Deviation.Status.ACCEPTED if decision == "accept" else Deviation.Status.REVERTED

@@ -18,10 +18,10 @@ from django.utils import timezone
 
 from ledger.services import ledger_append
 from live.broadcast import stream_publish
-from rollouts.models import Evaluation, Plan, Step, StepTarget, Verification
+from rollouts.models import Evaluation, Plan, Step, StepTarget, Verification, percent_text
 from rollouts.services import TransitionRefused
 from rollouts.services.assumptions import assumption_probe_concluded
-from rollouts.services.flags import flag_change, percent_text
+from rollouts.services.flags import flag_change
 from rollouts.services.steps import plan_transition, step_target_confirm, step_transition
 from rollouts.verification_spec import (
     CONVERGENCE_VALUE,
@@ -381,9 +381,22 @@ def _on_fail(verification: Verification, step: Step, cause: str) -> str:
     action = verification.on_fail
     if action == Step.OnFail.RESTORE_PREVIOUS_FLAG:
         step_transition(step_id=step.pk, action="revert", actor=None, reason=cause)
-        return "restored the flag's previous version and reverted the step"
+        return "restored the flag's version from when the step started and reverted the step"
     if action == Step.OnFail.SET_FLAG_PERCENTAGE:
         percentage = verification.on_fail_percentage
+        started_at = step.attempt_flag_version
+        if started_at is not None and percentage > started_at.exposure:
+            # The declared action would leave the flag more exposed than before this attempt:
+            # refuse it, fall back to where the attempt began, and get a person.
+            refused = (
+                f"on fail would set {step.flag.key} to {percent_text(percentage)}, more than "
+                f"{started_at.settings_text()} (v{started_at.number}) when the step started"
+            )
+            step_transition(
+                step_id=step.pk, action="revert", actor=None, reason=f"{cause}; {refused}"
+            )
+            _page(verification, step, f"{cause}; {refused}: reverted instead")
+            return f"refused: {refused}; reverted the step and paged its owners"
         flag_change(
             flag_key=step.flag.key,
             changes={"rollout_percentage": percentage},
@@ -400,6 +413,11 @@ def _on_fail(verification: Verification, step: Step, cause: str) -> str:
         if plan.status == Plan.Status.ACTIVE:
             plan_transition(plan_id=plan.pk, action="pause", actor=None, reason=cause)
         return "failed the step and paused the plan"
+    _page(verification, step, cause)
+    return "failed the step and paged its owners"
+
+
+def _page(verification: Verification, step: Step, cause: str) -> None:
     ledger_append(
         action="step.paged",
         subject=step,
@@ -410,7 +428,6 @@ def _on_fail(verification: Verification, step: Step, cause: str) -> str:
         step_id=step.pk,
     )
     transaction.on_commit(lambda: step_paged.send(sender=Step, step_id=step.pk, reason=cause))
-    return "failed the step and paged its owners"
 
 
 def _advance_when_partners_verified(step: Step) -> str:

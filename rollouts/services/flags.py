@@ -1,15 +1,26 @@
 """Every change to a feature flag: a new immutable version, a ledger entry, a push to browsers."""
 
+from collections import defaultdict
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
+from django.db.models import Prefetch
 
 from ledger.services import ledger_append
 from live.broadcast import stream_publish
-from rollouts.models import Deviation, Flag, FlagConfigRevision, FlagVersion, Plan, Step
+from rollouts.models import (
+    Deviation,
+    Flag,
+    FlagConfigRevision,
+    FlagVersion,
+    Plan,
+    Step,
+    StepTarget,
+)
 from rollouts.publish import plan_publish
+from rollouts.rules import dependency_blocker, exposure_raise_blocker, revert_raise_refusal
 from rollouts.services import InvalidInput, TransitionRefused
 
 FLAGS_STREAM = "flags"
@@ -24,11 +35,6 @@ def _percentage(value: Any, *, field: str = "rollout percentage") -> Decimal:
     if not pct.is_finite() or not Decimal(0) <= pct <= Decimal(100):
         raise InvalidInput(f"{field} must be from 0 to 100, not {value}")
     return pct.quantize(Decimal("0.01"))
-
-
-def percent_text(value: Decimal | float | int) -> str:
-    """5 -> "5%", 12.50 -> "12.5%": how people write rollout percentages."""
-    return f"{Decimal(str(value)).normalize():f}%"
 
 
 def flag_settings_validate(settings: dict[str, Any]) -> dict[str, Any]:
@@ -102,6 +108,36 @@ def _owning_plan_step(flag: Flag) -> Step | None:
     return (unfinished or steps or [None])[0]
 
 
+def _waiting_ramp_steps(flag: Flag) -> list[str]:
+    """ "plan/step waits for …" for each not-yet-started ramp of `flag` in a live plan whose
+    dependencies (through skipped steps) have not converged."""
+    ramps = list(
+        Step.objects.filter(
+            flag=flag,
+            kind=Step.Kind.FLAG_RAMP,
+            status__in=[Step.Status.PENDING, Step.Status.READY],
+            plan__status__in=[Plan.Status.ACTIVE, Plan.Status.PAUSED],
+        ).select_related("plan")
+    )
+    reasons = []
+    for plan_id in {r.plan_id for r in ramps}:
+        by_id = {
+            s.pk: s
+            for s in Step.objects.filter(plan_id=plan_id).prefetch_related(
+                Prefetch("step_targets", queryset=StepTarget.objects.select_related("target"))
+            )
+        }
+        deps: dict[int, list[int]] = defaultdict(list)
+        for from_id, to_id in Step.depends_on.through.objects.filter(
+            from_step__plan_id=plan_id
+        ).values_list("from_step_id", "to_step_id"):
+            deps[from_id].append(to_id)
+        for ramp in (r for r in ramps if r.plan_id == plan_id):
+            if waiting := dependency_blocker(by_id[ramp.pk], by_id=by_id, deps=deps):
+                reasons.append(f"{ramp.plan.key}/{ramp.key} {waiting}")
+    return sorted(reasons)
+
+
 def _publish_flag(flag: Flag) -> None:
     from rollouts.selectors import flag_board_row
 
@@ -124,18 +160,37 @@ def flag_version_create(
     step: Step | None = None,
     restored_from: FlagVersion | None = None,
     action: str = "flag.changed",
+    incident_id: int | None = None,
+    break_glass: bool = False,
+    reconciles: Deviation | None = None,
 ) -> FlagVersion:
     """The one writer of FlagVersion. The caller holds the flag row lock.
 
-    Side effects: bumps the flag-config revision; ledger entry `action`; a deviation (and its
-    ledger entry) when the change did not come from the plan step that owns the flag; pushes to
-    the flags board and the owning plan on commit.
+    Refused (TransitionRefused), writing nothing, when the change exposes more while a plan step
+    that ramps the flag still waits for dependencies to converge, unless it is that step's own
+    ramp or a break-glass switch (pre-authorized, and loud).
+
+    Side effects: bumps the flag-config revision; ledger entry `action` (with `incident_id`
+    when made from an incident); a deviation (and its ledger entry) when the change did not
+    come from the plan step that owns the flag, unless it `reconciles` a recorded deviation;
+    pushes to the flags board and the owning plan on commit.
     """
     if not reason.strip():
         raise InvalidInput("say why the flag changes (reason)")
     normalized = flag_settings_validate(settings)
     before = flag.current
     number = (before.number + 1) if before else 1
+    candidate = FlagVersion(flag=flag, number=number, **normalized)
+    if (
+        step is None
+        and not break_glass
+        and (
+            refusal := exposure_raise_blocker(
+                candidate, current=before, governing=_waiting_ramp_steps(flag)
+            )
+        )
+    ):
+        raise TransitionRefused(refusal)
     version = FlagVersion.objects.create(
         flag=flag,
         number=number,
@@ -162,6 +217,10 @@ def flag_version_create(
     }
     if restored_from:
         payload["restored_from"] = restored_from.number
+    if break_glass:
+        payload["break_glass"] = True
+    if reconciles is not None:
+        payload["reconciles"] = reconciles.pk
     ledger_append(
         action=action,
         subject=flag,
@@ -169,16 +228,26 @@ def flag_version_create(
         payload=payload,
         plan_id=(step or owner).plan_id if (step or owner) else None,
         step_id=step.pk if step else None,
+        incident_id=incident_id,
     )
-    if owner is not None and step is None:
+    if owner is not None and step is None and reconciles is None:
+        who = actor.get_username() if getattr(actor, "is_authenticated", False) else "stepwise"
+        was = f"{before.settings_text()} (v{before.number})" if before else "nothing"
         deviation_record(
             plan=owner.plan,
             step=owner,
             kind=Deviation.Kind.FLAG_CHANGE,
-            summary=f"{flag.key} changed to v{number} from the {version.get_source_display()}, outside step {owner.key}",
+            summary=(
+                f"{who} changed {flag.key} from {was} to {version.settings_text()} (v{number}) "
+                f"on the {version.get_source_display()}, outside step {owner.key}"
+            ),
             detail={
                 "flag": flag.key,
                 "version": number,
+                "from": before.number if before else None,
+                "before": before.settings_dict() if before else None,
+                "after": version.settings_dict(),
+                "by": who,
                 "source": source,
                 "reason": version.reason,
             },
@@ -238,8 +307,11 @@ def flag_change(
     reason: str,
     source: str,
     step: Step | None = None,
+    incident_id: int | None = None,
+    break_glass: bool = False,
 ) -> FlagVersion:
-    """Apply `changes` on top of the current version as a new version."""
+    """Apply `changes` on top of the current version as a new version (see
+    `flag_version_create` for what is refused)."""
     flag = _flag_lock(flag_key)
     unknown = set(changes) - {
         "enabled",
@@ -255,7 +327,14 @@ def flag_change(
     if settings == flag.current.settings_dict():
         return flag.current
     return flag_version_create(
-        flag=flag, settings=settings, actor=actor, reason=reason, source=source, step=step
+        flag=flag,
+        settings=settings,
+        actor=actor,
+        reason=reason,
+        source=source,
+        step=step,
+        incident_id=incident_id,
+        break_glass=break_glass,
     )
 
 
@@ -268,45 +347,72 @@ def flag_restore(
     reason: str,
     source: str,
     step: Step | None = None,
+    seen_version: int | None = None,
+    incident_id: int | None = None,
+    reconciles: Deviation | None = None,
 ) -> FlagVersion:
-    """Make an earlier version current again, as a new version. Ledger: flag.restored."""
+    """Make an earlier version's settings current again, on purpose and with a reason, as a new
+    version. Ledger: flag.restored. With `seen_version`, refused when the flag has moved on from
+    the version the caller acted on (someone changed it since: they are named)."""
     flag = _flag_lock(flag_key)
     earlier = flag.versions.filter(number=version_number).first()
     if earlier is None:
         raise InvalidInput(f"{flag_key} has no version {version_number}")
+    if seen_version is not None and flag.current.number != seen_version:
+        raise TransitionRefused(_moved_on(flag, seen_version))
     if earlier.pk == flag.current_id:
         raise TransitionRefused(f"v{version_number} is already the current version of {flag_key}")
+    if not reason.strip():
+        raise InvalidInput(f"say why you restore {flag_key} v{version_number}")
     return flag_version_create(
         flag=flag,
         settings=earlier.settings_dict(),
         actor=actor,
-        reason=reason or f"restore v{version_number}",
+        reason=reason,
         source=source,
         step=step,
         restored_from=earlier,
         action="flag.restored",
+        incident_id=incident_id,
+        reconciles=reconciles,
+    )
+
+
+def _moved_on(flag: Flag, seen_version: int) -> str:
+    current = flag.current
+    who = current.author.get_username() if current.author else "the system"
+    return (
+        f"{flag.key} is already at v{current.number} (changed by {who}: {current.reason}; now "
+        f"{current.settings_text()}), not v{seen_version}; reload before reverting"
     )
 
 
 @transaction.atomic
 def flag_revert(
-    *, flag_key: str, seen_version: int, actor: AbstractBaseUser | None, reason: str, source: str
+    *,
+    flag_key: str,
+    seen_version: int,
+    actor: AbstractBaseUser | None,
+    reason: str,
+    source: str,
+    incident_id: int | None = None,
 ) -> FlagVersion:
     """One-click revert to the version before `seen_version`.
 
     `seen_version` is the version the person was looking at: when several people click at once,
     the first wins and the others are refused with who reverted, instead of reverting twice.
+    A revert never raises exposure: reverting a revert would re-apply what was reverted, so it
+    is refused (restoring a version on purpose, with a reason, is `flag_restore`).
     """
     flag = _flag_lock(flag_key)
     current = flag.current
     if current.number != seen_version:
-        who = current.author.get_username() if current.author else "the system"
-        raise TransitionRefused(
-            f"{flag_key} is already at v{current.number} (changed by {who}: {current.reason}); reload before reverting"
-        )
-    previous = flag.versions.filter(number__lt=current.number).order_by("-number").first()
+        raise TransitionRefused(_moved_on(flag, seen_version))
+    previous = revert_target(flag)
     if previous is None:
         raise TransitionRefused(f"{flag_key} has no earlier version to revert to")
+    if refusal := revert_raise_refusal(current=current, target=previous):
+        raise TransitionRefused(refusal)
     return flag_version_create(
         flag=flag,
         settings=previous.settings_dict(),
@@ -315,7 +421,13 @@ def flag_revert(
         source=source,
         restored_from=previous,
         action="flag.reverted",
+        incident_id=incident_id,
     )
+
+
+def revert_target(flag: Flag) -> FlagVersion | None:
+    """The version a one-click revert of `flag` applies: the one before the current."""
+    return flag.versions.filter(number__lt=flag.current.number).order_by("-number").first()
 
 
 @transaction.atomic

@@ -9,19 +9,30 @@ from django.utils import timezone
 
 from ledger.services import ledger_append
 from rollouts.gates import blockers_of, budget_gate_blockers, budget_gates
-from rollouts.models import Decision, Plan, Step, StepTarget, Verification
+from rollouts.models import (
+    Decision,
+    Flag,
+    FlagVersion,
+    Plan,
+    Step,
+    StepTarget,
+    Verification,
+    percent_text,
+)
 from rollouts.publish import plan_publish
 from rollouts.rules import (
     SATISFIED,
     action_blockers,
+    dependencies_converged,
     lockstep_members,
     start_blocker,
     start_warning,
+    target_reading,
 )
 from rollouts.selectors import assumptions_for_plans
 from rollouts.services import InvalidInput, TransitionRefused
 from rollouts.services.decisions import decision_record
-from rollouts.services.flags import flag_change, flag_restore, percent_text
+from rollouts.services.flags import flag_change, flag_restore
 from rollouts.services.verification import verification_begin, verification_cancel
 
 STEP_ACTIONS = ("start", "advance", "fail", "revert", "retry", "skip", "complete", "reverify")
@@ -96,7 +107,7 @@ def _set_status(
 
 def _refresh_ready(plan: Plan, steps: dict[int, Step], deps: dict[int, list[int]]) -> None:
     for step in steps.values():
-        deps_met = all(steps[d].status in SATISFIED for d in deps.get(step.pk, []))
+        deps_met = dependencies_converged(step, by_id=steps, deps=deps)
         if step.status == Step.Status.PENDING and deps_met:
             _set_status(step, Step.Status.READY, actor=None, reason="every dependency converged")
         elif step.status == Step.Status.READY and not deps_met:
@@ -154,6 +165,11 @@ def _start(
         )
         verification_begin(member)
         if member.kind == Step.Kind.FLAG_RAMP:
+            # What this attempt's revert restores: the flag as it is now, not as it was when the
+            # step first ran (a person may have lowered it since, or reconciled a deviation).
+            flag = Flag.objects.select_for_update().get(pk=member.flag_id)
+            member.attempt_flag_version_id = flag.current_id
+            member.save(update_fields=["attempt_flag_version"])
             flag_change(
                 flag_key=member.flag.key,
                 changes={"enabled": True, "rollout_percentage": member.flag_percentage},
@@ -164,24 +180,49 @@ def _start(
             )
 
 
+def _attempt_start_version(step: Step) -> FlagVersion | None:
+    """The flag version current when this attempt started. Steps started before that was
+    recorded: the version before the first one this attempt made."""
+    if step.attempt_flag_version_id is not None:
+        return step.attempt_flag_version
+    first = (
+        step.flag_versions.filter(created_at__gte=step.started_at).order_by("number").first()
+        if step.started_at
+        else None
+    )
+    if first is None:
+        return None
+    return step.flag.versions.filter(number__lt=first.number).order_by("-number").first()
+
+
 def _revert(step: Step, actor: Any, reason: str) -> None:
+    """Back to where this attempt started: a flag ramp restores the flag version current when
+    the step started, unless the flag is already no more exposed than that (a person lowered
+    it meanwhile): a revert never raises exposure."""
+    payload = None
     if step.kind == Step.Kind.FLAG_RAMP and step.flag_id:
-        first = step.flag_versions.order_by("number").first()
-        before = (
-            step.flag.versions.filter(number__lt=first.number).order_by("-number").first()
-            if first
-            else None
-        )
-        if before is not None and step.flag.current_id != before.pk:
-            flag_restore(
-                flag_key=step.flag.key,
+        flag = Flag.objects.select_for_update().get(pk=step.flag_id)
+        before = _attempt_start_version(step)
+        current = FlagVersion.objects.get(pk=flag.current_id)
+        if before is None or current.pk == before.pk:
+            payload = {"flag": flag.key, "left_at": current.number}
+        elif not current.exposes_more_than(before):
+            payload = {
+                "flag": flag.key,
+                "left_at": current.number,
+                "why": f"already no more exposed than v{before.number}, where this attempt began",
+            }
+        else:
+            restored = flag_restore(
+                flag_key=flag.key,
                 version_number=before.number,
                 actor=actor,
                 reason=f"{step.plan.key}/{step.key} reverted: {reason or 'no reason given'}",
                 source="plan",
                 step=step,
             )
-    _set_status(step, Step.Status.REVERTED, actor=actor, reason=reason)
+            payload = {"flag": flag.key, "restored": before.number, "as": restored.number}
+    _set_status(step, Step.Status.REVERTED, actor=actor, reason=reason, payload=payload)
 
 
 @transaction.atomic
@@ -407,6 +448,9 @@ def plan_transition(
     return plan
 
 
+PERSON = "person"
+
+
 @transaction.atomic
 def step_target_confirm(
     *,
@@ -415,8 +459,13 @@ def step_target_confirm(
     actor: AbstractBaseUser | None,
     source: str,
     evidence: dict | None = None,
+    reason: str = "",
 ) -> StepTarget:
-    """A person or a webhook confirms a non-flag step reached one target. Idempotent per target."""
+    """A person or a webhook confirms a non-flag step reached one target. Idempotent per target.
+
+    A person (`source` "person") says why: their word overrides whatever the workers read, so
+    the ledger entry carries the reason and, when the step has a convergence predicate or flag
+    consumers, the reading it overrode."""
     plan, steps, deps, step = _load_for_step(step_id, refresh=False)
     row = (
         StepTarget.objects.select_for_update(of=("self",))
@@ -430,6 +479,16 @@ def step_target_confirm(
         raise TransitionRefused(f"{step.key} is {step.status}: only an active step converges")
     if row.state == StepTarget.State.CONVERGED:
         return row
+    reason = reason.strip()
+    if source == PERSON and not reason:
+        raise InvalidInput(
+            f"say why {target} has converged: your word overrides {target_reading(step, row)}"
+        )
+    overrode = (
+        {"overrode": {"reading": target_reading(step, row), **(row.last_check or {})}}
+        if source == PERSON and (step.convergence or step.kind == Step.Kind.FLAG_RAMP)
+        else {}
+    )
     row.state, row.converged_at = StepTarget.State.CONVERGED, timezone.now()
     row.confirmed_by = (actor.get_username() if actor else source)[:150]
     row.save(update_fields=["state", "converged_at", "confirmed_by"])
@@ -444,6 +503,8 @@ def step_target_confirm(
             "target": target,
             "source": source,
             "seconds_since_start": took,
+            **({"reason": reason[:300]} if reason else {}),
+            **overrode,
             **(evidence or {}),
         },
         plan_id=plan.pk,

@@ -36,6 +36,7 @@ def test_plan_flow__out_of_order_refused_then_converged_step_by_step_and_watched
 
     # The lagging region converges: confirmed by a person on the step page.
     tpm.goto(PLAN + "steps/gateway-policy/")
+    tpm.get_by_test_id("confirm-reason-ap-south").fill("ap-south gateway logs show the policy")
     tpm.get_by_role("button", name="Confirm ap-south").click()
     tpm.goto(PLAN)
     expect(watcher.get_by_test_id("status-gateway-policy")).to_have_text("done")
@@ -61,6 +62,9 @@ def test_plan_flow__out_of_order_refused_then_converged_step_by_step_and_watched
             # The workers' convergence check may confirm the region between our look and our
             # click (CI saw it): its button is then gone, which is as good as the click.
             with contextlib.suppress(PlaywrightTimeoutError):
+                tpm.get_by_test_id(f"confirm-reason-{region}").fill(
+                    "backfill row counts match", timeout=5_000
+                )
                 confirm.click(timeout=5_000)
         expect(target).to_contain_text("converged")
     expect(watcher.get_by_test_id("status-sessions-backfill")).to_have_text("done")

@@ -48,7 +48,7 @@ if step("login-5").status == Step.Status.REVERTED:
 
 gateway = step("gateway-policy")
 if gateway.status in Step.ACTIVE:
-    step_target_confirm(step_id=gateway.pk, target="ap-south", actor=tpm, source="person")
+    step_target_confirm(step_id=gateway.pk, target="ap-south", actor=tpm, source="person", reason="checked by hand")
 
 # The seeded six minutes of metrics leave the 5m windows as the session runs: one fresh scrape.
 demo_traffic_emit()
@@ -62,7 +62,7 @@ if backfill.status in {Step.Status.RUNNING, Step.Status.VERIFYING}:
         verification_evaluate(verification_id=latest.pk)
 for region in ("us-east", "eu-west", "ap-south"):
     if step("sessions-backfill").status in Step.ACTIVE:
-        step_target_confirm(step_id=backfill.pk, target=region, actor=tpm, source="person")
+        step_target_confirm(step_id=backfill.pk, target=region, actor=tpm, source="person", reason="checked by hand")
 
 # Only a breaching sample can make login-5's verification evaluate within the test.
 Step.objects.filter(pk=login.pk).update(

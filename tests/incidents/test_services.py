@@ -835,9 +835,15 @@ def test_change_verify__not_better_flag_change__flag_back_to_previous_version(
         "revert",
         "Turn checkout-v2 off — not better: reverted (flag checkout-v2 back to v4): no effect",
     )
-    assert _ledger(incident)[-2:] == ["incident.change_started", "incident.change_reverted"]
+    # The flag's own entries carry the incident, so its ledger view has the before and after.
+    assert _ledger(incident)[-4:] == [
+        "flag.changed",
+        "incident.change_started",
+        "flag.restored",
+        "incident.change_reverted",
+    ]
     assert (
-        LedgerEntry.objects.filter(action="flag.reverted", subject_id=str(changed_flag.pk)).count()
+        LedgerEntry.objects.filter(action="flag.restored", subject_id=str(changed_flag.pk)).count()
         == 1
     )
 
@@ -966,7 +972,7 @@ def test_incident_flag_revert__commander__new_version_from_the_console(
     assert list(incident.flags.all()) == [changed_flag]
     assert _timeline(incident) == [*DECLARED, (3, "flag", "checkout-v2 reverted v2 → v3")]
     assert incident.timeline.get(seq=3).data == {"flag": "checkout-v2", "from": 2, "to": 3}
-    assert _ledger(incident) == ["incident.declared", "incident.flag_reverted"]
+    assert _ledger(incident) == ["incident.declared", "flag.reverted", "incident.flag_reverted"]
     assert _payload(incident, "incident.flag_reverted") == {
         "incident": incident.pk,
         "flag": "checkout-v2",
@@ -1048,7 +1054,7 @@ def test_incident_flag_revert__tpm_flag_a_plan_step_ramps__reverted(incident, tp
     assert (version.number, version.restored_from.number, version.author) == (3, 1, tpm)
     assert _timeline(incident) == [*DECLARED, (3, "flag", "checkout-v2 reverted v2 → v3")]
     assert incident.timeline.get(seq=3).author_label == "eve"
-    assert _ledger(incident) == ["incident.declared", "incident.flag_reverted"]
+    assert _ledger(incident) == ["incident.declared", "flag.reverted", "incident.flag_reverted"]
 
 
 def test_incident_flag_revert__resolved_incident__refused(incident, commander, changed_flag):
@@ -1085,7 +1091,7 @@ def test_break_glass_flip__commander_on__flag_fully_on_and_loud(incident, comman
         *DECLARED,
         (3, "break_glass", "BREAK-GLASS: shed load turned ON by ada (shed-load v2)"),
     ]
-    assert _ledger(incident) == ["incident.declared", "incident.break_glass"]
+    assert _ledger(incident) == ["incident.declared", "flag.changed", "incident.break_glass"]
     assert _payload(incident, "incident.break_glass") == {
         "incident": incident.pk,
         "switch": "shed load",

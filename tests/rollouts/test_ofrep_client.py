@@ -110,10 +110,9 @@ def test_ofrep_client__sdk_against_served_app__values_reasons_and_a_change_it_th
 
         _shell(
             server,
-            "from rollouts.models import Flag\nfrom rollouts.services.flags import flag_revert\n"
-            "f = Flag.objects.select_related('current').get(key='sdk-bool')\n"
-            "flag_revert(flag_key='sdk-bool', seen_version=f.current.number, actor=None,"
-            " reason='undo', source='api')",
+            "from rollouts.services.flags import flag_restore\n"
+            "flag_restore(flag_key='sdk-bool', version_number=2, actor=None,"
+            " reason='back on: the kill was a false alarm', source='api')",
         )
         assert client.get_boolean_value("sdk-bool", False, user) is True
 

@@ -173,7 +173,7 @@ def test_deploy_webhook__running_deploy_step__confirms_that_target(client, role_
     for action in ("advance", "advance"):
         step_transition(step_id=roles.pk, action=action, actor=tpm)
     for target in ("us-east", "eu-west"):
-        step_target_confirm(step_id=roles.pk, target=target, actor=tpm, source="person")
+        step_target_confirm(step_id=roles.pk, target=target, actor=tpm, source="person", reason="checked by hand")
     step_transition(step_id=program.steps.get(key="app-deploy").pk, action="start", actor=tpm)
     _, raw = api_token_create(user=tpm, name="ci", scopes=["deploys:write"])
     response = _deploy(
@@ -243,9 +243,9 @@ def test_flag_detail__history__diffs_shown_as_json(client, role_user, program):
 
     flag_change(
         flag_key="new-login",
-        changes={"enabled": True, "rollout_percentage": 5},
+        changes={"enabled": True, "rollout_percentage": 0},
         actor=None,
-        reason="ramp",
+        reason="armed at 0%",
         source="api",
     )
     client.force_login(role_user("viewer"))

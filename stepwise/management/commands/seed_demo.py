@@ -125,7 +125,13 @@ class Command(BaseCommand):
             for _ in range(step.verify_count):
                 verification_evaluate(verification_id=step.verifications.get().pk)
             for target in targets:
-                step_target_confirm(step_id=step.pk, target=target, actor=tpm, source="person")
+                step_target_confirm(
+                    step_id=step.pk,
+                    target=target,
+                    actor=tpm,
+                    source="person",
+                    reason="seeded: the demo's rollout confirmed here",
+                )
 
         converge("idp-roles", regions)
         converge("sessions-expand", regions)
@@ -182,12 +188,13 @@ class Command(BaseCommand):
             actor=tpm,
             allowed=["responder"],
         )
-        # Someone turns the new login on for 1% by hand, ahead of the plan: a deviation to reconcile.
+        # Someone arms the new login by hand, ahead of the plan, at 0 %: a deviation to reconcile.
+        # (Turning it on for anyone is refused while login-5 waits on its dependencies.)
         flag_change(
             flag_key="new-login",
-            changes={"enabled": True, "rollout_percentage": 1},
+            changes={"enabled": True, "rollout_percentage": 0},
             actor=commander,
-            reason="quick smoke test in production",
+            reason="arm the flag so the ramp is a percentage change",
             source="board",
         )
         self._seed_incident(users)

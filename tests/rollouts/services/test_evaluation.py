@@ -216,7 +216,7 @@ def test_verification_fail__set_flag_percentage__flag_new_version_at_that_percen
         make_plan,
         spec={"flag": "checkout", "percentage": 25},
         on_fail="set_flag_percentage",
-        on_fail_percentage=Decimal("1"),
+        on_fail_percentage=Decimal("0"),
     )
     _traffic(*BREACHING)
 
@@ -224,14 +224,43 @@ def test_verification_fail__set_flag_percentage__flag_new_version_at_that_percen
 
     flag = Flag.objects.select_related("current").get(key="checkout")
     assert evaluation.outcome == "fail"
-    assert flag.current.number == 3 and flag.current.rollout_percentage == Decimal("1.00")
+    assert flag.current.number == 3 and flag.current.rollout_percentage == Decimal("0.00")
     assert flag.current.enabled and flag.current.step_id == step.pk
     assert _status(step) == "failed"
-    assert _run(step).action == "set checkout to 1% and failed the step"
+    assert _run(step).action == "set checkout to 0% and failed the step"
     assert _failed_because(step) == {"value": pytest.approx(0.1), "query": ERROR_RATE_QUERY}
     assert _ledger(step, "verification.failed")[0]["conclusion"] == (
         "1 failed evaluation (failure limit 0)"
     )
+
+
+def test_verification_fail__set_flag_percentage_above_the_start__refused_reverted_and_paged(
+    make_plan, django_capture_on_commit_callbacks
+):
+    """Invariant 2: the flag was off when the step started; "on fail set 1%" would leave it
+    more exposed than that, so the step is reverted to off instead and a person is paged."""
+    step = _started(
+        make_plan,
+        spec={"flag": "checkout", "percentage": 25},
+        on_fail="set_flag_percentage",
+        on_fail_percentage=Decimal("1"),
+    )
+    pages = []
+    step_paged.connect(lambda **kw: pages.append(kw["step_id"]), weak=False, dispatch_uid="t")
+    try:
+        _traffic(*BREACHING)
+        with django_capture_on_commit_callbacks(execute=True):
+            _evaluate(_run(step))
+    finally:
+        step_paged.disconnect(dispatch_uid="t")
+
+    current = Flag.objects.select_related("current").get(key="checkout").current
+    assert not current.enabled and current.restored_from.number == 1
+    assert _status(step) == "reverted"
+    assert _run(step).action.startswith("refused: on fail would set checkout to 1%, more than off")
+    assert pages == [step.pk]
+    [paged] = _ledger(step, "step.paged")
+    assert "reverted instead" in paged["reason"]
 
 
 def test_verification_fail__restore_previous_flag__flag_back_to_version_before_step_reverted(
