@@ -21,7 +21,11 @@ def stream_publish(
 ) -> StreamEvent:
     """Number and store the rendered partial inside the caller's transaction; group_send on commit.
 
-    The stream row lock makes sequence order equal commit order for one stream.
+    The stream row lock makes sequence order equal commit order for one stream. The partial is
+    rendered once for every viewer and without a request, so a form in it carries
+    `<input type="hidden" name="csrfmiddlewaretoken" value="{{ csrf_token }}">`, not
+    `{% csrf_token %}` (which warns on every such render): empty when pushed, where htmx sends
+    the page's token from `<body hx-headers>`, and filled when a view renders the same partial.
     """
     stream_kind(stream)
     Stream.objects.get_or_create(name=stream)

@@ -30,7 +30,8 @@ class FlagRevertForm(forms.Form):
 
 class FlagRestoreForm(forms.Form):
     version = forms.IntegerField(min_value=1)
-    reason = forms.CharField(max_length=300, required=False)
+    # A restore undoes someone's change: the history and the ledger say why.
+    reason = forms.CharField(max_length=300, label="Why")
 
 
 class FlagChangeForm(forms.Form):

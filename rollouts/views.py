@@ -9,6 +9,7 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.http import reswap, retarget
 
 from live.broadcast import live_streams
 from rollouts import selectors
@@ -464,19 +465,41 @@ def flags_board(request: HttpRequest) -> HttpResponse:
     return render(request, "rollouts/flags_board.html", context)
 
 
-@require_GET
-def flag_detail(request: HttpRequest, flag_key: str) -> HttpResponse:
+def _flag_context(
+    request: HttpRequest, flag_key: str, *, restore: FlagRestoreForm | None = None
+) -> dict[str, Any]:
+    """The flag page. `restore`, a refused restore form, is shown again in its version's row
+    (`refused_row`); the current version has no restore form."""
     context = {
         **selectors.flag_history(key=flag_key),
         "can_flip": request.user.has_perm("rollouts.flip_flag"),
+        "refused_row": None,
     }
+    flag = context["flag"]
     context["change_form"] = FlagChangeForm(
         initial={
-            "enabled": context["flag"].current.enabled,
-            "rollout_percentage": context["flag"].current.rollout_percentage,
+            "enabled": flag.current.enabled,
+            "rollout_percentage": flag.current.rollout_percentage,
         }
     )
-    return render(request, "rollouts/flag_detail.html", context)
+    for row in context["rows"]:
+        version = row["version"]
+        refused = (
+            restore is not None
+            and restore.cleaned_data.get("version") == version.number
+            and version.pk != flag.current_id
+        )
+        form = restore if refused else FlagRestoreForm(initial={"version": version.number})
+        form.auto_id = f"restore-v{version.number}-%s"  # a form per row: ids stay unique
+        row["restore_form"] = form
+        if refused:
+            context["refused_row"] = row
+    return context
+
+
+@require_GET
+def flag_detail(request: HttpRequest, flag_key: str) -> HttpResponse:
+    return render(request, "rollouts/flag_detail.html", _flag_context(request, flag_key))
 
 
 @require_POST
@@ -502,6 +525,19 @@ def flag_revert_view(request: HttpRequest, flag_key: str) -> HttpResponse:
 @permission_required("rollouts.flip_flag", raise_exception=True)
 def flag_restore_view(request: HttpRequest, flag_key: str) -> HttpResponse:
     form = FlagRestoreForm(request.POST)
+    if not form.is_valid() and "version" in form.cleaned_data:
+        # A version but no reason: its row shows the form again with the error beside the field.
+        context = _flag_context(request, flag_key, restore=form)
+        if row := context["refused_row"]:
+            if request.htmx:
+                response = render(
+                    request,
+                    "rollouts/flag_detail.html#restore-form",
+                    {**context, "r": row},
+                    status=400,
+                )
+                return reswap(retarget(response, f"#restore-v{row['version'].number}"), "outerHTML")
+            return render(request, "rollouts/flag_detail.html", context, status=400)
     return form_action(
         request,
         form,

@@ -20,3 +20,13 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
+
+
+class ClientErrorWithoutTraceback(logging.Filter):
+    """Drop the traceback Django attaches to a 4xx it logs (a PermissionDenied, a bad request
+    body): the refusal is the client's doing, and the line already names the path and status."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if 400 <= getattr(record, "status_code", 0) < 500:
+            record.exc_info, record.exc_text = None, None
+        return True

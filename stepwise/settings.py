@@ -287,6 +287,13 @@ LOGGING = {
             "formatter": os.environ.get("STEPWISE_LOG_FORMAT", "json" if PRODUCTION else "text"),
         }
     },
+    "filters": {"client_error": {"()": "stepwise.logging.ClientErrorWithoutTraceback"}},
     "root": {"handlers": ["console"], "level": os.environ.get("STEPWISE_LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        # Django's default config gives "django" its own console handler (DEBUG only) and it
+        # also propagates to root: every django.* line was printed twice in development.
+        "django": {"handlers": [], "level": "INFO"},
+        "django.request": {"filters": ["client_error"]},
+        "django.db.backends": {"level": "WARNING"},
+    },
 }

@@ -1,11 +1,16 @@
 """Flag-step convergence: a target has converged when every registered consumer in it holds the
 flag configuration revision that the step's flag version took effect at."""
 
+import logging
+
 from django.db import transaction
 
 from rollouts.models import FlagConsumer, Step, StepTarget
 from rollouts.publish import plan_publish
+from rollouts.services import TransitionRefused
 from rollouts.services.steps import step_target_confirm
+
+logger = logging.getLogger(__name__)
 
 
 def flag_step_revision(step: Step) -> int | None:
@@ -32,18 +37,31 @@ def flag_consumers_converged(*, consumer_id: int) -> list[StepTarget]:
         if revision is None:
             continue
         if not peers.filter(held_revision__lt=revision).exists():
-            with transaction.atomic():
-                confirmed.append(
-                    step_target_confirm(
-                        step_id=row.step_id,
-                        target=consumer.target.name,
-                        actor=None,
-                        source="flag consumers",
-                        evidence={
-                            "revision": revision,
-                            "consumers": list(peers.values_list("name", flat=True)),
-                        },
+            try:
+                with transaction.atomic():
+                    confirmed.append(
+                        step_target_confirm(
+                            step_id=row.step_id,
+                            target=consumer.target.name,
+                            actor=None,
+                            source="flag consumers",
+                            evidence={
+                                "revision": revision,
+                                "consumers": list(peers.values_list("name", flat=True)),
+                            },
+                        )
                     )
+            except TransitionRefused as exc:
+                # A race, not a fault: `pending` was read before the plan was locked, and
+                # meanwhile the step moved on (another consumer's or a person's confirmation
+                # finished it, or it failed or was reverted). Nothing is left to confirm for
+                # it; the other steps in this target still are.
+                logger.info(
+                    "flag consumer %s: %s in %s not confirmed: %s",
+                    consumer.name,
+                    row.step.key,
+                    consumer.target.name,
+                    exc,
                 )
         else:
             progressed[row.step.plan_id] = row.step.plan

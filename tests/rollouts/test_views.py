@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 
@@ -252,6 +253,81 @@ def test_flag_detail__history__diffs_shown_as_json(client, role_user, program):
     html = client.get("/flags/new-login/").content.decode()
     assert '<span class="before">false</span> → <span class="after">true</span>' in html
     assert '<span class="after">{&quot;on&quot;: true, &quot;off&quot;: false}</span>' in html
+
+
+def _flag_turned_on() -> None:
+    from rollouts.services.flags import flag_change
+
+    flag_change(
+        flag_key="new-login", changes={"enabled": True}, actor=None, reason="try", source="api"
+    )
+
+
+def test_flag_detail__restore_form__asks_why_with_a_required_field(client, role_user, program):
+    _flag_turned_on()
+    client.force_login(role_user("commander"))
+    html = client.get("/flags/new-login/").content.decode()
+    form = re.search(r'<form id="restore-v1".*?</form>', html, re.S).group(0)
+    assert re.search(r"<label>Why <input [^>]*name=\"reason\"[^>]*\brequired\b", form)
+    assert 'id="restore-v2"' not in html  # v2 is current: nothing to restore
+
+
+@pytest.mark.parametrize("reason", [None, "   "], ids=["missing", "blank"])
+def test_flag_restore__no_reason__400_error_beside_the_field_and_no_version(
+    client, role_user, program, reason
+):
+    _flag_turned_on()
+    client.force_login(role_user("commander"))
+    data = {"version": 1} | ({"reason": reason} if reason is not None else {})
+
+    response = client.post("/flags/new-login/restore", data)
+
+    assert response.status_code == 400
+    form = re.search(r'<form id="restore-v1".*?</form>', response.content.decode(), re.S)
+    # The error sits right after the field, which points at it for screen readers.
+    assert re.search(
+        r'name="reason"[^>]*aria-describedby="restore-v1-reason_error"[^>]*>'
+        r'<span id="restore-v1-reason_error" class="error" role="alert"[^>]*>'
+        r"This field is required.</span>",
+        form.group(0),
+    )
+    assert Flag.objects.get(key="new-login").versions.count() == 2
+    assert not LedgerEntry.objects.filter(action="flag.restored").exists()
+
+
+def test_flag_restore__no_reason_from_htmx__the_form_swapped_back_with_its_error(
+    client, role_user, program
+):
+    _flag_turned_on()
+    client.force_login(role_user("commander"))
+
+    response = client.post("/flags/new-login/restore", {"version": 1}, HTTP_HX_REQUEST="true")
+
+    assert response.status_code == 400
+    assert (response["HX-Retarget"], response["HX-Reswap"]) == ("#restore-v1", "outerHTML")
+    html = response.content.decode().strip()
+    assert html.startswith('<form id="restore-v1"') and html.endswith("</form>")
+    assert 'data-testid="restore-error-1">This field is required.</span>' in html
+    assert Flag.objects.get(key="new-login").versions.count() == 2
+
+
+def test_flag_restore__with_reason__new_version_carries_it(client, role_user, program):
+    _flag_turned_on()
+    client.force_login(role_user("commander"))
+
+    response = client.post(
+        "/flags/new-login/restore",
+        {"version": 1, "reason": "v2 doubled login errors"},
+        HTTP_HX_REQUEST="true",
+    )
+
+    assert response.status_code == 200 and b"new-login: restored" in response.content
+    current = Flag.objects.select_related("current__restored_from").get(key="new-login").current
+    assert (current.number, current.restored_from.number, current.reason) == (
+        3,
+        1,
+        "v2 doubled login errors",
+    )
 
 
 def test_deviation_reconcile__accept_with_reason__closed_and_recorded_viewer_refused(
