@@ -61,12 +61,18 @@ def test_step_lifecycle__confirmed_in_every_target__done_dependents_ready_plan_c
     step_transition(step_id=gw.pk, action="advance", actor=tpm)
     step_transition(step_id=gw.pk, action="advance", actor=tpm)
     assert _statuses(plan) == {"gw": "converging", "after": "pending"}
-    step_target_confirm(step_id=gw.pk, target="us", actor=tpm, source="person", reason="checked by hand")
-    step_target_confirm(step_id=gw.pk, target="eu", actor=tpm, source="person", reason="checked by hand")
+    step_target_confirm(
+        step_id=gw.pk, target="us", actor=tpm, source="person", reason="checked by hand"
+    )
+    step_target_confirm(
+        step_id=gw.pk, target="eu", actor=tpm, source="person", reason="checked by hand"
+    )
     with pytest.raises(TransitionRefused, match="not converged in ap"):
         step_transition(step_id=gw.pk, action="complete", actor=tpm)
     assert _statuses(plan)["after"] == "pending"  # accepted in two regions is not converged
-    step_target_confirm(step_id=gw.pk, target="ap", actor=tpm, source="person", reason="checked by hand")
+    step_target_confirm(
+        step_id=gw.pk, target="ap", actor=tpm, source="person", reason="checked by hand"
+    )
     assert _statuses(plan) == {"gw": "done", "after": "ready"}
 
     after = _step(plan, "after")
