@@ -18,6 +18,7 @@ from rollouts.models import (
     Deviation,
     Flag,
     FlagConsumer,
+    FlagVersion,
     Plan,
     Step,
     StepTarget,
@@ -29,6 +30,7 @@ from rollouts.rules import (
     decision_needed_reason,
     lockstep_members,
     probe_text,
+    revert_raise_refusal,
     start_blocker,
     start_warning,
     top_assumption,
@@ -386,10 +388,21 @@ def flags_board(*, only: Flag | None = None) -> list[dict[str, Any]]:
         if step.status not in {"done", "skipped"}:
             owners.setdefault(step.flag_id, step)
     consumers = list(FlagConsumer.objects.all())
+    # What a one-click revert would apply: the version before the current one (numbers are
+    # gapless per flag), and why it is refused when it would raise exposure.
+    earlier = Q(pk__in=[])
+    for flag in flags:
+        if flag.current:
+            earlier |= Q(flag_id=flag.pk, number=flag.current.number - 1)
+    previous = {v.flag_id: v for v in FlagVersion.objects.filter(earlier)}
     return [
         {
             "flag": flag,
             "version": flag.current,
+            "revert_to": previous.get(flag.pk),
+            "revert_refused": revert_raise_refusal(current=flag.current, target=previous[flag.pk])
+            if flag.pk in previous
+            else None,
             "owner_step": owners.get(flag.pk),
             "holding": sum(
                 1

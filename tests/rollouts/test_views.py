@@ -359,3 +359,34 @@ def test_deviation_reconcile__accept_with_reason__closed_and_recorded_viewer_ref
     assert LedgerEntry.objects.filter(action="deviation.accepted", plan_id=program.pk).exists()
     again = client.post(url, {"decision": "revert", "reason": "x"}, HTTP_HX_REQUEST="true")
     assert again.status_code == 409 and b"already accepted by" in again.content
+
+
+def test_flags_board__revert_would_raise_exposure__button_disabled_with_the_reason(
+    client, role_user
+):
+    from rollouts.services.flags import flag_change, flag_create, flag_revert
+
+    tpm = role_user("tpm")
+    flag_create(key="checkout", description="", kind="release", owner="web", actor=tpm)
+    for pct in (25, 100):
+        flag_change(
+            flag_key="checkout",
+            changes={"enabled": True, "rollout_percentage": pct},
+            actor=tpm,
+            reason=f"to {pct}",
+            source="board",
+        )
+    client.force_login(tpm)
+    html = client.get("/flags/").content.decode()
+    assert "Revert checkout: on at 100% (v3) → on at 25% (v2)?" in html
+    assert "Revert to on at 25%</button>" in html
+
+    flag_revert(flag_key="checkout", seen_version=3, actor=tpm, reason="", source="board")
+    html = client.get("/flags/").content.decode()
+    assert 'data-testid="revert-refused-checkout"' in html
+    assert "disabled title=\"reverting checkout v4 would apply v3&#x27;s settings" in html
+    refused = client.post(
+        "/flags/checkout/revert", {"seen_version": 4, "reason": ""}, HTTP_HX_REQUEST="true"
+    )
+    assert refused.status_code == 409
+    assert "a revert never raises exposure" in refused.content.decode()
