@@ -74,7 +74,7 @@ def test_incident_flag_revert__six_commanders_same_seen_version__reverted_once(
     )
     assert _kinds(incident) == ["status", "role", "flag"]
     assert incident.timeline.get(seq=3).author_label == winner
-    assert _ledger(incident) == ["incident.declared", "incident.flag_reverted"]
+    assert _ledger(incident) == ["incident.declared", "flag.reverted", "incident.flag_reverted"]
 
 
 def test_change_start__six_at_once__one_change_in_progress(
