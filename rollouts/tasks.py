@@ -2,6 +2,7 @@
 claimed with a token, so a redelivered task records nothing twice."""
 
 from celery import shared_task
+from django.db import InterfaceError, OperationalError
 
 from rollouts.models import Verification
 from rollouts.services.evaluation import (
@@ -40,12 +41,23 @@ def verifications_tick() -> None:
         convergence_check_task.delay(step_id)
 
 
+# The database unreachable (restarting, failing over): try again soon rather than drop the
+# evaluation; a breaching sample's evaluation must survive a blip. Backoff 1, 2, 4, then 5 s.
+DATABASE_RETRY = {
+    "autoretry_for": (OperationalError, InterfaceError),
+    "retry_backoff": 1,
+    "retry_backoff_max": 5,
+    "retry_jitter": False,
+    "max_retries": 12,
+}
+
+
 @shared_task(
     name="rollouts.tasks.verification_evaluate",
     bind=True,
     ignore_result=True,
     acks_late=True,
-    max_retries=MAX_SOURCE_RETRIES,
+    **DATABASE_RETRY,
 )
 def verification_evaluate_task(
     self, verification_id: int, trigger: str, token: int | None = None
@@ -69,6 +81,8 @@ def verification_evaluate_task(
     )
 
 
-@shared_task(name="rollouts.tasks.convergence_check", ignore_result=True, acks_late=True)
+@shared_task(
+    name="rollouts.tasks.convergence_check", ignore_result=True, acks_late=True, **DATABASE_RETRY
+)
 def convergence_check_task(step_id: int) -> None:
     convergence_check(step_id=step_id)
