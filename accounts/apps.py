@@ -7,6 +7,7 @@ class AccountsConfig(AppConfig):
     verbose_name = "Accounts, roles and API tokens"
 
     def ready(self) -> None:
+        from accounts import checks  # noqa: F401  (registers the demo password check)
         from accounts.roles import roles_sync_after_migrate
 
         # Permissions only exist after each app's post_migrate, so the role groups follow them.

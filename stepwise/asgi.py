@@ -10,7 +10,15 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.urls import path  # noqa: E402
 
+from accounts.checks import demo_passwords_check  # noqa: E402
 from live.consumers import LiveConsumer  # noqa: E402
+
+# uvicorn does not run Django's system checks: refuse to serve a production site whose accounts
+# still have the published demo password.
+if problems := demo_passwords_check():
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured("; ".join(f"{p.msg} ({p.hint})" for p in problems))
 
 application = ProtocolTypeRouter(
     {

@@ -55,9 +55,10 @@ def test_readyz__redis_configured__redis_check_pings_it(client):
     assert client.get("/readyz").json()["checks"]["redis"] == {"ok": True, "detail": "reachable"}
 
 
-def test_check_deploy__production_settings__no_warnings():
+def test_check_deploy__production_settings__no_warnings(tmp_path):
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "DATABASE_URL"},
+        "STEPWISE_VAR_DIR": str(tmp_path),
         "STEPWISE_ENV": "production",
         "DJANGO_SECRET_KEY": "x" * 20 + "prod-secret-from-the-environment-" + "y" * 20,
         "DJANGO_ALLOWED_HOSTS": "stepwise.example.com",

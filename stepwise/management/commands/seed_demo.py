@@ -4,12 +4,13 @@ from pathlib import Path
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.utils import timezone
 
 from accounts.roles import ROLES, roles_sync
 from accounts.services import api_token_create
+from accounts.signin import DEMO_PASSWORD
 from incidents.services import (
     break_glass_define,
     change_start,
@@ -34,7 +35,6 @@ from signals.models import SLO
 from signals.slos import slo_refresh
 from stepwise.demo import demo_slo_history, demo_traffic_emit
 
-DEMO_PASSWORD = "stepwise-demo"
 DEMO_SLOS = (
     "login-availability.yaml",
     "login-latency.yaml",
@@ -54,6 +54,12 @@ class Command(BaseCommand):
 
     @transaction.atomic
     def handle(self, *args, **options) -> None:
+        if settings.PRODUCTION:
+            raise CommandError(
+                "seed_demo creates accounts whose password is published in the README; it "
+                "does not run with STEPWISE_ENV=production (create real users with "
+                "`manage.py createsuperuser` and the admin)"
+            )
         roles_sync()
         User = get_user_model()
         users = {}
