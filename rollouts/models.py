@@ -505,6 +505,11 @@ class Verification(models.Model):
     consecutive_errors = models.PositiveIntegerField(default=0)
     inconclusive = models.PositiveIntegerField(default=0)
     next_due_at = models.DateTimeField(null=True, blank=True)
+    breach_pending_since = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="a breaching sample arrived then and no evaluation has judged it yet",
+    )
     conclusion = models.CharField(max_length=500, blank=True)
     concluded_by = models.OneToOneField(
         "Evaluation", null=True, blank=True, on_delete=models.PROTECT, related_name="+"

@@ -12,11 +12,11 @@ from signals.slos import slo_refreshed
 def evaluate_on_breaching_samples(sender: Any, metrics: set[str], **kwargs: Any) -> None:
     """A sample of a metric that a running fail condition reads is checked now, not at the
     next interval: the worker evaluates the fail condition and acts if it holds."""
-    from rollouts.services.evaluation import watched_verifications
+    from rollouts.services.evaluation import breaches_mark
     from rollouts.tasks import verification_evaluate_task
 
-    for verification_id in watched_verifications(metrics):
-        verification_evaluate_task.delay(verification_id, "ingest")
+    for verification_id, token in breaches_mark(metrics):
+        verification_evaluate_task.delay(verification_id, "ingest", token)
 
 
 @receiver(slo_refreshed)

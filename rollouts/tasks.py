@@ -3,9 +3,12 @@ claimed with a token, so a redelivered task records nothing twice."""
 
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
+from django.utils import timezone
 
 from rollouts.models import Verification
 from rollouts.services.evaluation import (
+    breach_judged,
+    breaches_unjudged,
     convergence_check,
     convergence_due_steps,
     evaluation_record,
@@ -37,6 +40,8 @@ def verifications_tick() -> None:
     convergence predicate."""
     for verification_id, token in verifications_claim_due():
         verification_evaluate_task.delay(verification_id, "interval", token)
+    for verification_id, token in breaches_unjudged():
+        verification_evaluate_task.delay(verification_id, "ingest", token)
     for step_id in convergence_due_steps():
         convergence_check_task.delay(step_id)
 
@@ -62,6 +67,7 @@ DATABASE_RETRY = {
 def verification_evaluate_task(
     self, verification_id: int, trigger: str, token: int | None = None
 ) -> None:
+    started = timezone.now()
     verification = Verification.objects.filter(
         pk=verification_id, status=Verification.Status.RUNNING
     ).first()
@@ -79,6 +85,7 @@ def verification_evaluate_task(
     evaluation_record(
         verification_id=verification_id, measured=measured, trigger=trigger, token=token
     )
+    breach_judged(verification_id=verification_id, since=started)
 
 
 @shared_task(

@@ -519,12 +519,44 @@ def convergence_check(*, step_id: int, at: datetime | None = None) -> list[str]:
     return confirmed
 
 
-def watched_verifications(metrics: set[str]) -> list[int]:
-    """Running verifications whose fail condition reads one of these metrics."""
-    return list(
+def breaches_mark(metrics: set[str]) -> list[tuple[int, int]]:
+    """Running verifications whose fail condition reads one of these metrics, as (id, token)
+    to evaluate at once. Each is marked as having a breach to judge (kept from the first
+    unjudged one), so that `breaches_unjudged` finds it again if its task is lost with a
+    worker."""
+    rows = list(
         Verification.objects.filter(
             Q(status=Verification.Status.RUNNING), watches__metric__in=metrics
         )
-        .values_list("pk", flat=True)
+        .values_list("pk", "measured")
         .distinct()
+    )
+    Verification.objects.filter(
+        pk__in=[pk for pk, _ in rows], breach_pending_since__isnull=True
+    ).update(breach_pending_since=timezone.now())
+    return rows
+
+
+# A breach's own task normally judges it within a second; older than this, its task is taken
+# to be lost (a worker killed while holding it: Redis would redeliver it only after the
+# visibility timeout, an hour) and the beat tick enqueues it again.
+BREACH_REDELIVERY_SECONDS = 3.0
+
+
+def breaches_unjudged(*, now: datetime | None = None) -> list[tuple[int, int]]:
+    """(id, token) of running verifications with a breach no evaluation has judged for
+    BREACH_REDELIVERY_SECONDS. A duplicate of a task still queued records nothing: both carry
+    the same token, and the first evaluation to record moves it on."""
+    cutoff = (now or timezone.now()) - timedelta(seconds=BREACH_REDELIVERY_SECONDS)
+    return list(
+        Verification.objects.filter(
+            status=Verification.Status.RUNNING, breach_pending_since__lte=cutoff
+        ).values_list("pk", "measured")
+    )
+
+
+def breach_judged(*, verification_id: int, since: datetime) -> None:
+    """An evaluation that started at `since` has read every sample that arrived before it."""
+    Verification.objects.filter(pk=verification_id, breach_pending_since__lte=since).update(
+        breach_pending_since=None
     )

@@ -170,3 +170,49 @@ def test_task_route__send_task_without_arguments__default_queue():
     from rollouts.tasks import task_route
 
     assert task_route("stepwise.tasks.worker_heartbeat", None, None, {}) is None
+
+
+def _breach() -> None:
+    at = (timezone.now() - timedelta(seconds=5)).isoformat()
+    samples_ingest(
+        payload={
+            "samples": [
+                {"name": "http_errors", "timestamp": at, "value": 100.0},
+                {"name": "http_requests", "timestamp": at, "value": 1000.0},
+            ]
+        }
+    )
+
+
+def test_breach__its_task_lost_with_a_worker__the_tick_enqueues_it_again_once_judged(
+    make_plan, django_capture_on_commit_callbacks
+):
+    """A worker killed while holding a breach's task: Redis would redeliver it only after the
+    visibility timeout (an hour). The breach is marked when it arrives; the beat tick finds it
+    unjudged after a few seconds and enqueues it again, and the evaluation clears the mark."""
+    run = _run(make_plan, failure_limit=1)
+    with (
+        mock.patch.object(verification_evaluate_task, "delay") as lost,
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        _breach()
+    lost.assert_called_once_with(run.pk, "ingest", 0)
+    run.refresh_from_db()
+    assert run.breach_pending_since is not None
+
+    with mock.patch.object(verification_evaluate_task, "delay") as again:
+        verifications_tick()  # too early: its own task may still be on the way
+    assert [c for c in again.call_args_list if c.args[1] == "ingest"] == []
+
+    Verification.objects.filter(pk=run.pk).update(
+        breach_pending_since=timezone.now() - timedelta(seconds=4)
+    )
+    with mock.patch.object(verification_evaluate_task, "delay") as again:
+        verifications_tick()
+    again.assert_any_call(run.pk, "ingest", 0)
+
+    # The redelivery and a late copy of the lost task: one evaluation, one failure counted.
+    verification_evaluate_task.apply(args=(run.pk, "ingest", 0))
+    verification_evaluate_task.apply(args=(run.pk, "ingest", 0))
+    run.refresh_from_db()
+    assert (run.failed, run.evaluations.count(), run.breach_pending_since) == (1, 1, None)

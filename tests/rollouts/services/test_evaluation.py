@@ -629,7 +629,7 @@ def test_samples_ingest__watched_metric__evaluation_task_enqueued_after_commit(
         for callback in callbacks:
             callback()
 
-    delay.assert_called_once_with(_run(step).pk, "ingest")
+    delay.assert_called_once_with(_run(step).pk, "ingest", 0)
 
 
 def test_samples_ingest__unwatched_metric__nothing_enqueued(
