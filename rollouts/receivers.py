@@ -1,11 +1,14 @@
 """Reactions to other apps' events."""
 
+import logging
 from typing import Any
 
 from django.dispatch import receiver
 
 from signals.services import samples_ingested
 from signals.slos import slo_refreshed
+
+logger = logging.getLogger(__name__)
 
 
 @receiver(samples_ingested)
@@ -16,7 +19,13 @@ def evaluate_on_breaching_samples(sender: Any, metrics: set[str], **kwargs: Any)
     from rollouts.tasks import verification_evaluate_task
 
     for verification_id, token in breaches_mark(metrics):
-        verification_evaluate_task.delay(verification_id, "ingest", token)
+        try:
+            verification_evaluate_task.delay(verification_id, "ingest", token)
+        except Exception:  # the broker is down: the samples are stored and the breach marked
+            # The beat tick re-enqueues marked breaches once the broker is back; answering the
+            # ingest with a 500 would only make the client retry a batch already stored.
+            logger.warning("could not enqueue the breach check of verification %s", verification_id)
+            return
 
 
 @receiver(slo_refreshed)

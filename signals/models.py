@@ -60,8 +60,14 @@ class Sample(models.Model):
             # name + window over every series: the query scans one name's window, then
             # matches label sets once per distinct label_key.
             models.Index(fields=["name", "timestamp"], name="sample_name_time"),
-            # one series over a window (rate, exact label sets).
-            models.Index(fields=["name", "label_key", "timestamp"], name="sample_series_time"),
+        ]
+        constraints = [
+            # One value per series and instant: a client retrying a batch (its answer lost to a
+            # timeout or a broker outage) never doubles a sample. Also the index for one series
+            # over a window (rate, exact label sets).
+            models.UniqueConstraint(
+                fields=["name", "label_key", "timestamp"], name="sample_series_time_unique"
+            ),
         ]
 
     def __str__(self) -> str:

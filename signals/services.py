@@ -147,10 +147,11 @@ def samples_ingest(*, payload: Any, now: datetime | None = None) -> int:
     """Write a batch of samples to the built-in store, all or nothing. Returns how many.
 
     Out-of-order samples are accepted (the store is queried by window, not appended per series).
-    No ledger entry: samples are observations, not changes.
+    Idempotent: a sample for a series and instant already stored is skipped, so a retried batch
+    adds nothing. No ledger entry: samples are observations, not changes.
     """
     rows = sample_batch_parse(payload=payload, now=now)
-    Sample.objects.bulk_create(rows, batch_size=1_000)
+    Sample.objects.bulk_create(rows, batch_size=1_000, ignore_conflicts=True)
     metrics = {row.name for row in rows}
     transaction.on_commit(lambda: samples_ingested.send(sender=Sample, metrics=metrics))
     return len(rows)

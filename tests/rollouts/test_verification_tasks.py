@@ -216,3 +216,18 @@ def test_breach__its_task_lost_with_a_worker__the_tick_enqueues_it_again_once_ju
     verification_evaluate_task.apply(args=(run.pk, "ingest", 0))
     run.refresh_from_db()
     assert (run.failed, run.evaluations.count(), run.breach_pending_since) == (1, 1, None)
+
+
+def test_breach__broker_down__samples_kept_breach_marked_and_no_error_to_the_client(
+    make_plan, django_capture_on_commit_callbacks
+):
+    from kombu.exceptions import OperationalError as BrokerDown
+
+    run = _run(make_plan)
+    with (
+        mock.patch.object(verification_evaluate_task, "delay", side_effect=BrokerDown("down")),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        _breach()  # raised before: the client saw a 500 and retried a stored batch
+    run.refresh_from_db()
+    assert run.breach_pending_since is not None

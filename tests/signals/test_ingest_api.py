@@ -176,3 +176,30 @@ def test_metrics_ingest__huge_value__refused_not_stored_as_infinity(client):
     assert response.status_code == 400
     assert "is not finite" in response.json()["invalid"][0]["reason"]  # json reads 1e400 as inf
     assert not Sample.objects.exists()
+
+
+def test_samples_ingest__same_batch_twice__stored_once(db):
+    """A client whose answer was lost (a timeout, a broker outage) retries its batch: the
+    store keeps one value per series and instant."""
+    from signals.models import Sample
+    from signals.services import samples_ingest
+
+    batch = {
+        "samples": [
+            {
+                "name": "http_requests",
+                "labels": {"region": "eu"},
+                "timestamp": "2026-12-01T10:00:00Z",
+                "value": 5.0,
+            },
+            {
+                "name": "http_requests",
+                "labels": {"region": "us"},
+                "timestamp": "2026-12-01T10:00:00Z",
+                "value": 7.0,
+            },
+        ]
+    }
+    samples_ingest(payload=batch)
+    samples_ingest(payload=batch)
+    assert sorted(Sample.objects.values_list("value", flat=True)) == [5.0, 7.0]
