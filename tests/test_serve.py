@@ -37,3 +37,33 @@ def test_serve__run_then_ctrl_c__ready_with_worker_and_every_child_stopped(tmp_p
         a for _, _, pgid, a in _process_table() if pgid in children and "<defunct>" not in a
     ]
     assert survivors == []
+
+
+def test_serve__worker_killed__restarted_and_said_so(tmp_path):
+    """A worker killed (OOM, kill -9) is restarted rather than taking the web server down, so
+    breaches are acted on again once it is back."""
+    import os
+    import signal
+    import time
+
+    with served(tmp_path) as server:
+        [worker] = [
+            pid
+            for pid, ppid, _, args in _process_table()
+            if ppid == server.process.pid and "celery" in args
+        ]
+        os.kill(worker, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while "restarted it" not in server.log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "exited with -9; restarted it" in server.log.read_text()
+        assert server.process.poll() is None
+        workers = [
+            pid
+            for pid, ppid, _, args in _process_table()
+            if ppid == server.process.pid and "celery" in args
+        ]
+        assert len(workers) == 1 and workers != [worker]
+        with urllib.request.urlopen(server.base + "/healthz") as response:
+            assert response.status == 200
+        assert stop(server) == 0

@@ -9,7 +9,13 @@ import time
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from stepwise.management.commands.seed_demo import DEMO_PASSWORD, DEMO_USERS
+from accounts.signin import DEMO_PASSWORD
+from stepwise.management.commands.seed_demo import DEMO_USERS
+
+# A worker that keeps dying (a bad deploy, a database that refuses it) is not restarted forever:
+# after this many restarts within RESTART_WINDOW_SECONDS the whole stack stops, loudly.
+MAX_RESTARTS = 5
+RESTART_WINDOW_SECONDS = 60.0
 
 
 class Command(BaseCommand):
@@ -96,7 +102,8 @@ class Command(BaseCommand):
                     settings.CELERY_BEAT_SCHEDULE_FILENAME,
                 ],
             ]
-        children = [subprocess.Popen(cmd, start_new_session=True) for cmd in [web, *workers]]
+        start = lambda cmd: subprocess.Popen(cmd, start_new_session=True)  # noqa: E731
+        children = [start(cmd) for cmd in [web, *workers]]
 
         mode = (
             "embedded (SQLite, in-memory channel layer, filesystem broker)"
@@ -109,13 +116,14 @@ class Command(BaseCommand):
                 f"\nStepwise is running at http://{host}:{port}/  [{mode}; database {db['ENGINE'].rsplit('.', 1)[-1]} {db['NAME']}]"
             )
         )
-        self.stdout.write(
-            "Demo logins (password "
-            + DEMO_PASSWORD
-            + "): "
-            + ", ".join(f"{u} ({DEMO_USERS[u][1]})" for u in DEMO_USERS)
-            + ", admin"
-        )
+        if not settings.PRODUCTION:
+            self.stdout.write(
+                "Demo logins (password "
+                + DEMO_PASSWORD
+                + "): "
+                + ", ".join(f"{u} ({DEMO_USERS[u][1]})" for u in DEMO_USERS)
+                + ", admin"
+            )
         self.stdout.write("Ctrl-C stops the server and its workers.\n")
 
         stopping = False
@@ -127,13 +135,28 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
         exit_code = 0
+        restarts: list[float] = []
         while not stopping:
-            for child in children:
-                if child.poll() is not None:
+            for i, child in enumerate(children):
+                if child.poll() is None or stopping:
+                    continue
+                name = " ".join(child.args[2:5])
+                now = time.monotonic()
+                restarts = [t for t in restarts if now - t < RESTART_WINDOW_SECONDS]
+                # The web server exiting is the stack exiting; a worker or beat dying is a
+                # fault to recover from: breaches are only acted on while a worker runs.
+                if i == 0 or len(restarts) >= MAX_RESTARTS:
+                    why = "" if i == 0 else f" ({len(restarts)} restarts in the last minute)"
                     self.stderr.write(
-                        f"{' '.join(child.args[2:5])} exited with {child.returncode}; stopping the rest"
+                        f"{name} exited with {child.returncode}{why}; stopping the rest"
                     )
                     stopping, exit_code = True, child.returncode or 1
+                    continue
+                restarts.append(now)
+                children[i] = start(child.args)
+                self.stderr.write(
+                    f"{name} exited with {child.returncode}; restarted it (pid {children[i].pid})"
+                )
             time.sleep(0.3)
         for child in children:
             if child.poll() is None:
