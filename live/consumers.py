@@ -13,7 +13,13 @@ from django.conf import settings
 from django.utils.html import escape
 
 from live.broadcast import stream_events_after
-from live.streams import StreamNameInvalid, stream_dom_id, stream_group, stream_permission
+from live.streams import (
+    StreamNameInvalid,
+    session_group,
+    stream_dom_id,
+    stream_group,
+    stream_permission,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -75,15 +81,27 @@ class LiveConsumer(AsyncWebsocketConsumer):
         self.cursors: dict[str, int] = {}
         self.lock = asyncio.Lock()
         self.poller: asyncio.Task | None = None
+        self.session_group = ""
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
         await self.accept()
+        session = self.scope.get("session")
+        if session is not None and session.session_key:
+            self.session_group = session_group(session.session_key)
+            await self.channel_layer.group_add(self.session_group, self.channel_name)
+
+    async def session_ended(self, message: dict) -> None:
+        """The user logged out in some tab: this socket was opened with that session."""
+        await self.send(text_data=_status_html("error", "Signed out: live updates stopped"))
+        await self.close(code=CLOSE_UNAUTHENTICATED)
 
     async def disconnect(self, code: int) -> None:
         if self.poller:
             self.poller.cancel()
+        if self.session_group:
+            await self.channel_layer.group_discard(self.session_group, self.channel_name)
         for stream in self.cursors:
             await self.channel_layer.group_discard(stream_group(stream), self.channel_name)
 

@@ -1,5 +1,6 @@
 """Which streams exist and who may see them. Apps register their stream kinds in `ready()`."""
 
+import hashlib
 import re
 
 _STREAM_NAME = re.compile(r"^(?P<kind>[a-z][a-z_]{0,40})(?::(?P<key>[0-9]{1,18}))?$")
@@ -28,6 +29,11 @@ def stream_permission(name: str) -> str:
 def stream_group(name: str) -> str:
     """Channels group names allow only [a-zA-Z0-9._-]."""
     return "stream." + name.replace(":", ".")
+
+
+def session_group(session_key: str) -> str:
+    """The group of every socket opened with one login session: logging out closes them."""
+    return "session." + hashlib.sha256(session_key.encode()).hexdigest()[:40]
 
 
 def stream_dom_id(name: str) -> str:

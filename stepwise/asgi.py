@@ -12,6 +12,7 @@ from django.urls import path  # noqa: E402
 
 from accounts.checks import demo_passwords_check  # noqa: E402
 from live.consumers import LiveConsumer  # noqa: E402
+from live.origin import SameOriginValidator  # noqa: E402
 
 # uvicorn does not run Django's system checks: refuse to serve a production site whose accounts
 # still have the published demo password.
@@ -24,7 +25,9 @@ application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter([path("ws/live/", LiveConsumer.as_asgi())]))
+            SameOriginValidator(
+                AuthMiddlewareStack(URLRouter([path("ws/live/", LiveConsumer.as_asgi())]))
+            )
         ),
     }
 )

@@ -16,10 +16,16 @@ def healthz(request: HttpRequest) -> JsonResponse:
 def readyz(request: HttpRequest) -> JsonResponse:
     checks = readiness_checks()
     ready = all(c.ok for c in checks)
+    signed_in = request.user.is_authenticated
     return JsonResponse(
         {
             "status": "ready" if ready else "not ready",
-            "checks": {c.name: {"ok": c.ok, "detail": c.detail} for c in checks},
+            # Hostnames and database errors are for operators: an anonymous probe (a load
+            # balancer) needs only what is down.
+            "checks": {
+                c.name: {"ok": c.ok, **({"detail": c.detail} if signed_in else {})}
+                for c in checks
+            },
         },
         status=200 if ready else 503,
     )

@@ -16,7 +16,24 @@ def test_healthz__anonymous__200(client):
     assert client.get("/healthz").json() == {"status": "ok"}
 
 
-def test_readyz__no_worker_heartbeat__503_naming_the_worker(client):
+@pytest.fixture
+def operator(client, role_user):
+    client.force_login(role_user("viewer"))
+    return client
+
+
+def test_readyz__anonymous__what_is_down_without_hostnames_or_errors(client):
+    WorkerHeartbeat.objects.create(
+        hostname="celery@secret-host", seen_at=timezone.now() - timedelta(minutes=5)
+    )
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["checks"]["worker"] == {"ok": False}
+    assert "secret-host" not in response.content.decode()
+
+
+def test_readyz__no_worker_heartbeat__503_naming_the_worker(operator):
+    client = operator
     response = client.get("/readyz")
     assert response.status_code == 503
     body = response.json()
@@ -27,7 +44,8 @@ def test_readyz__no_worker_heartbeat__503_naming_the_worker(client):
     }
 
 
-def test_readyz__stale_heartbeat__503_with_age(client):
+def test_readyz__stale_heartbeat__503_with_age(operator):
+    client = operator
     WorkerHeartbeat.objects.create(
         hostname="celery@old", seen_at=timezone.now() - timedelta(minutes=5)
     )
@@ -50,7 +68,8 @@ def test_worker_heartbeat_task__run__records_the_worker():
 
 
 @pytest.mark.redis
-def test_readyz__redis_configured__redis_check_pings_it(client):
+def test_readyz__redis_configured__redis_check_pings_it(operator):
+    client = operator
     worker_heartbeat_record(hostname="celery@host")
     assert client.get("/readyz").json()["checks"]["redis"] == {"ok": True, "detail": "reachable"}
 

@@ -19,8 +19,13 @@ async def _cookie_for(user) -> bytes:
     return f"sessionid={client.cookies['sessionid'].value}".encode()
 
 
-async def _connect(user=None, origin=ORIGIN) -> tuple[WebsocketCommunicator, bool, int | None]:
-    headers = [origin] if origin else []
+HOST = (b"host", b"localhost")
+
+
+async def _connect(
+    user=None, origin=ORIGIN, host=HOST
+) -> tuple[WebsocketCommunicator, bool, int | None]:
+    headers = [h for h in (origin, host) if h]
     if user is not None:
         headers.append((b"cookie", await _cookie_for(user)))
     communicator = WebsocketCommunicator(application, "/ws/live/", headers=headers)
@@ -58,6 +63,40 @@ async def test_live__forged_origin__handshake_refused(viewer):
         user=viewer, origin=(b"origin", b"https://evil.example")
     )
     assert not connected
+
+
+async def test_live__page_on_another_port_of_the_same_host__refused(viewer):
+    """A page on localhost:9999 opening a socket to the app on localhost:8000 with the user's
+    cookie: the host name matches ALLOWED_HOSTS, the port does not match the site."""
+    _communicator, connected, _ = await _connect(
+        user=viewer,
+        origin=(b"origin", b"http://localhost:9999"),
+        host=(b"host", b"localhost:8000"),
+    )
+    assert not connected
+    communicator, connected, _ = await _connect(
+        user=viewer, origin=(b"origin", b"http://localhost:8000"), host=(b"host", b"localhost:8000")
+    )
+    assert connected
+    await communicator.disconnect()
+
+
+async def test_live__session_logs_out__its_open_socket_is_closed(viewer):
+    client = Client()
+    await sync_to_async(client.force_login)(viewer)
+    cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
+    communicator = WebsocketCommunicator(
+        application, "/ws/live/", headers=[ORIGIN, HOST, (b"cookie", cookie)]
+    )
+    connected, _ = await communicator.connect(timeout=3)
+    assert connected
+
+    await sync_to_async(client.post)("/logout/")
+
+    status = await communicator.receive_from(timeout=3)
+    assert "Signed out" in status
+    closed = await communicator.receive_output(timeout=3)
+    assert closed == {"type": "websocket.close", "code": 4401}
 
 
 async def test_live__replay_after_cursor__sends_only_missed_events_in_order(viewer):
