@@ -639,8 +639,8 @@ def break_glass_flip(*, incident_id: int, switch_id: int, on: bool, actor: Abstr
     switch = BreakGlassSwitch.objects.select_related("flag").filter(pk=switch_id).first()
     if switch is None:
         raise InvalidInput(f"no break-glass switch {switch_id}")
-    allowed = (
-        actor.has_perm("incidents.break_glass") or switch.allowed_users.filter(pk=actor.pk).exists()
+    allowed = actor.has_perm("incidents.break_glass") or (
+        actor.has_perm("incidents.narrate") and switch.allowed_users.filter(pk=actor.pk).exists()
     )
     if not allowed:
         raise TransitionRefused(f"{actor.get_username()} is not authorized for “{switch.label}”")
@@ -750,6 +750,14 @@ def break_glass_define(
     unknown = sorted(set(allowed or []) - {u.get_username() for u in users})
     if unknown:
         raise InvalidInput(f"unknown users: {', '.join(unknown)}")
+    # Pre-authorizing is for people on an incident (responders and up): a viewer's role is
+    # read-only, and a switch must not be the one write it has.
+    readers = sorted(u.get_username() for u in users if not u.has_perm("incidents.narrate"))
+    if readers:
+        raise InvalidInput(
+            f"{', '.join(readers)} may only read (no incident role): a break-glass switch is "
+            "for responders, commanders and TPMs"
+        )
     switch, _ = BreakGlassSwitch.objects.update_or_create(
         flag=flag, defaults={"label": label.strip()[:100]}
     )

@@ -7,6 +7,7 @@ from django.utils import timezone
 
 from incidents.models import (
     ActionItem,
+    BreakGlassSwitch,
     Change,
     Incident,
     RoleAssignment,
@@ -1129,6 +1130,27 @@ def test_break_glass_flip__unlisted_responder__refused(
     assert flag.current.number == 1 and flag.current.enabled is False
     assert _timeline(incident) == DECLARED
     assert _ledger(incident) == ["incident.declared"]
+
+
+def test_break_glass_define__viewer_named__refused_read_only_stays_read_only(viewer, responder):
+    from incidents.services import break_glass_define
+    from rollouts.services.flags import flag_create
+
+    flag_create(
+        key="shed-load", description="", kind=Flag.Kind.KILL_SWITCH, owner="sre", actor=None
+    )
+    with pytest.raises(InvalidInput, match="dee may only read"):
+        break_glass_define(flag_key="shed-load", label="shed", actor=None, allowed=["dee", "cy"])
+    assert not BreakGlassSwitch.objects.exists()
+    break_glass_define(flag_key="shed-load", label="shed", actor=None, allowed=["cy"])
+
+
+def test_break_glass_flip__viewer_listed_before_the_rule__still_refused(
+    incident, viewer, make_switch
+):
+    switch = make_switch(allowed=(viewer,))
+    with pytest.raises(TransitionRefused, match="dee is not authorized"):
+        break_glass_flip(incident_id=incident.pk, switch_id=switch.pk, on=True, actor=viewer)
 
 
 def test_break_glass_flip__resolved_incident__refused(incident, commander, make_switch):
