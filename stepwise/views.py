@@ -1,7 +1,10 @@
 from django.contrib.auth.decorators import login_not_required
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views import csrf as csrf_views
+from django.views import defaults
 from django.views.decorators.cache import never_cache
 
+from accounts.middleware import API_PREFIXES
 from stepwise.health import readiness_checks
 
 
@@ -23,9 +26,56 @@ def readyz(request: HttpRequest) -> JsonResponse:
             # Hostnames and database errors are for operators: an anonymous probe (a load
             # balancer) needs only what is down.
             "checks": {
-                c.name: {"ok": c.ok, **({"detail": c.detail} if signed_in else {})}
-                for c in checks
+                c.name: {"ok": c.ok, **({"detail": c.detail} if signed_in else {})} for c in checks
             },
         },
         status=200 if ready else 503,
     )
+
+
+# Error answers: API clients (/api/, /ofrep/) get JSON with the reason, never an HTML page.
+
+
+def _api(request: HttpRequest) -> bool:
+    return request.path.startswith(API_PREFIXES)
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if _api(request):
+        return JsonResponse({"error": "bad request"}, status=400)
+    return defaults.bad_request(request, exception)
+
+
+def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if _api(request):
+        reason = str(exception or "") or "you may not do this"
+        return JsonResponse({"error": f"forbidden: {reason}"}, status=403)
+    return defaults.permission_denied(request, exception)
+
+
+def page_not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if _api(request):
+        return JsonResponse({"error": f"no such endpoint: {request.path}"}, status=404)
+    return defaults.page_not_found(request, exception)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    if _api(request):
+        return JsonResponse({"error": "internal error: it was logged"}, status=500)
+    return defaults.server_error(request)
+
+
+@login_not_required
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """A POST to an API without a token reaches the CSRF check first (it runs before the token
+    middleware): answer as the API would, 401 when nobody is signed in."""
+    if _api(request):
+        if not request.user.is_authenticated:
+            return JsonResponse(
+                {
+                    "error": "authentication required: send an API token (Authorization: Bearer sw_...)"
+                },
+                status=401,
+            )
+        return JsonResponse({"error": f"CSRF check failed: {reason}"}, status=403)
+    return csrf_views.csrf_failure(request, reason=reason)

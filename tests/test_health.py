@@ -101,3 +101,28 @@ def test_production_settings__secret_key_missing__refuses_to_start():
     )
     assert result.returncode != 0
     assert "DJANGO_SECRET_KEY must be set" in result.stderr
+
+
+def test_api_post_without_token__401_json_not_the_csrf_page(db):
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    response = client.post("/api/incidents/", data="{}", content_type="application/json")
+    assert response.status_code == 401
+    assert response["Content-Type"] == "application/json"
+    assert "send an API token" in response.json()["error"]
+
+
+def test_api_forbidden_and_unknown__json_with_the_reason(client, role_user, settings):
+    settings.DEBUG = False
+    client.force_login(role_user("viewer"))
+    missing = client.get("/api/no-such-thing")
+    assert missing.status_code == 404 and "no such endpoint" in missing.json()["error"]
+
+
+def test_api_unhandled_error__500_json_pages_html(rf):
+    from stepwise.views import server_error
+
+    api = server_error(rf.get("/ofrep/v1/evaluate/flags"))
+    assert (api.status_code, api["Content-Type"]) == (500, "application/json")
+    assert server_error(rf.get("/plans/"))["Content-Type"].startswith("text/html")
