@@ -19,7 +19,7 @@ DEMO_USERNAMES = ("tpm", "commander", "responder", "viewer", "admin")
 @dataclass(frozen=True)
 class Limit:
     kind: str  # "account" or "address"
-    failures: int  # allowed within `window_seconds`; the next one locks
+    failures: int  # within `window_seconds`, this many lock
     window_seconds: int  # how long failures are counted, and how long a lockout lasts
 
 
@@ -65,7 +65,7 @@ def signin_failed(*, username: str, address: str) -> None:
         except ValueError:  # expired between add and incr
             cache.set(failures_key, 1, timeout=limit.window_seconds)
             failures = 1
-        if failures == limit.failures + 1:
+        if failures == limit.failures:
             until = time.time() + limit.window_seconds
             cache.set(locked_key, until, timeout=limit.window_seconds)
             _record_lockout(limit, values, failures)

@@ -24,6 +24,8 @@ class ThrottledAuthenticationForm(AuthenticationForm):
             cleaned = super().clean()
         except ValidationError:
             signin_failed(username=username, address=address)
+            if refusal := signin_refusal(username=username, address=address):
+                raise ValidationError(refusal, code="locked") from None  # this failure locked
             raise
         signin_succeeded(username=username)
         return cleaned

@@ -41,13 +41,13 @@ def test_sign_in__too_many_wrong_passwords__locked_even_with_the_right_one_and_r
     )
     [locked] = LedgerEntry.objects.filter(action="auth.locked_out")
     assert locked.payload["username"] == "tara" and locked.payload["kind"] == "account"
-    assert locked.payload["failures"] == PER_ACCOUNT + 1
+    assert locked.payload["failures"] == PER_ACCOUNT
 
 
 def test_sign_in__another_account_while_one_is_locked__signs_in(client, role_user):
     role_user("tpm", username="tara", password="a-long-real-password")
     role_user("viewer", username="vic", password="another-real-password")
-    for _ in range(PER_ACCOUNT + 1):
+    for _ in range(PER_ACCOUNT):
         _sign_in(client, "tara", "guess")
 
     assert _sign_in(client, "vic", "another-real-password", address="10.0.0.2").status_code == 302
@@ -55,7 +55,7 @@ def test_sign_in__another_account_while_one_is_locked__signs_in(client, role_use
 
 def test_sign_in__one_address_spraying_many_accounts__address_locked(client, role_user):
     role_user("viewer", username="vic", password="another-real-password")
-    for n in range(PER_ADDRESS + 1):
+    for n in range(PER_ADDRESS):
         _sign_in(client, f"user{n}", "guess", address="10.9.9.9")
 
     refused = _sign_in(client, "vic", "another-real-password", address="10.9.9.9")
@@ -63,6 +63,13 @@ def test_sign_in__one_address_spraying_many_accounts__address_locked(client, rol
     assert "Too many failed sign-ins for your address" in refused.content.decode()
     assert LedgerEntry.objects.filter(action="auth.locked_out", payload__kind="address").exists()
     assert _sign_in(client, "vic", "another-real-password", address="10.0.0.3").status_code == 302
+
+
+def test_sign_in__the_failure_that_locks__says_so_at_once(client, role_user):
+    role_user("tpm", username="tara", password="a-long-real-password")
+    for _ in range(PER_ACCOUNT - 1):
+        assert "Too many" not in _sign_in(client, "tara", "guess").content.decode()
+    assert "Too many failed sign-ins" in _sign_in(client, "tara", "guess").content.decode()
 
 
 def test_sign_in__right_password_after_a_few_wrong__signs_in_and_resets_the_count(
