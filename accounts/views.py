@@ -35,6 +35,12 @@ class SignInView(auth_views.LoginView):
     form_class = ThrottledAuthenticationForm
     redirect_authenticated_user = True
 
+    def form_valid(self, form: Any) -> HttpResponse:
+        # Django's login keeps what the anonymous session held under a new key; a session
+        # planted in the browser before sign-in must carry nothing into the signed-in one.
+        self.request.session.flush()
+        return super().form_valid(form)
+
 
 class PasswordChangeView(auth_views.PasswordChangeView):
     """Everyone changes their own password here (the admin site is for staff only)."""

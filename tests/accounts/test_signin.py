@@ -162,3 +162,22 @@ def test_production__seed_demo_refused_and_a_demo_password_stops_the_server(tmp_
     assert served.returncode != 0
     assert "account(s) admin still have the published demo password" in served.stderr
     assert "stepwise.E001" in run("manage.py", "check").stderr
+
+
+def test_sign_in__session_planted_before__replaced_with_a_new_key(client, role_user):
+    """Session fixation: a session id planted in the browser before sign-in must not be the one
+    that is signed in."""
+    from django.contrib.sessions.backends.db import SessionStore
+
+    role_user("tpm", username="tara", password="a-long-real-password")
+    planted = SessionStore()
+    planted["planted"] = True
+    planted.create()
+    client.cookies["sessionid"] = planted.session_key
+
+    assert _sign_in(client, "tara", "a-long-real-password").status_code == 302
+
+    signed_in = client.cookies["sessionid"].value
+    assert signed_in != planted.session_key
+    assert not SessionStore().exists(planted.session_key)
+    assert "planted" not in SessionStore(session_key=signed_in).load()
