@@ -47,23 +47,22 @@ def test_serve__worker_killed__restarted_and_said_so(tmp_path):
     import time
 
     with served(tmp_path) as server:
-        [worker] = [
-            pid
-            for pid, ppid, _, args in _process_table()
-            if ppid == server.process.pid and "celery" in args
-        ]
+        def workers() -> list[int]:
+            # Embedded: one worker with beat inside; with Redis: a worker and a separate beat.
+            return [
+                pid
+                for pid, ppid, _, args in _process_table()
+                if ppid == server.process.pid and "celery" in args and " worker" in args
+            ]
+
+        [worker] = workers()
         os.kill(worker, signal.SIGKILL)
         deadline = time.monotonic() + 30
         while "restarted it" not in server.log.read_text() and time.monotonic() < deadline:
             time.sleep(0.2)
         assert "exited with -9; restarted it" in server.log.read_text()
         assert server.process.poll() is None
-        workers = [
-            pid
-            for pid, ppid, _, args in _process_table()
-            if ppid == server.process.pid and "celery" in args
-        ]
-        assert len(workers) == 1 and workers != [worker]
+        assert len(workers()) == 1 and workers() != [worker]
         with urllib.request.urlopen(server.base + "/healthz") as response:
             assert response.status == 200
         assert stop(server) == 0

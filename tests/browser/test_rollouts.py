@@ -95,7 +95,9 @@ def test_flag_revert__commander_reverts_on_the_board__second_browser_sees_it_liv
     commander.goto("/flags/")
     commander.on("dialog", lambda dialog: dialog.accept())
     commander.get_by_test_id("revert-checkout-v2").click()
-    expect(commander.get_by_test_id("action-ok")).to_contain_text("checkout-v2 reverted")
+    # The answer stays beside the button, even after the live push redraws the row.
+    done = commander.locator("#flag-checkout-v2").get_by_test_id("action-ok")
+    expect(done).to_contain_text("checkout-v2 reverted")
 
     expect(row.get_by_test_id("flag-version")).to_have_text(f"v{before + 1}", timeout=5_000)
     expect(row.get_by_test_id("flag-state")).to_contain_text("off")
@@ -108,6 +110,10 @@ def test_flag_revert__commander_reverts_on_the_board__second_browser_sees_it_liv
     stale.evaluate(
         f"document.querySelector('#flag-checkout-v2 input[name=seen_version]').value = '{before}'"
     )
+    # Loaded before the revert, its button was still enabled (now it is greyed out: a revert of
+    # the revert would raise exposure).
+    stale.get_by_test_id("revert-checkout-v2").evaluate("b => b.disabled = false")
     stale.on("dialog", lambda dialog: dialog.accept())
     stale.get_by_test_id("revert-checkout-v2").click()
-    expect(stale.get_by_test_id("action-error")).to_contain_text("changed by commander")
+    refusal = stale.locator("#flag-checkout-v2").get_by_test_id("action-error")
+    expect(refusal).to_contain_text("changed by commander")
