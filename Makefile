@@ -1,4 +1,4 @@
-.PHONY: bench
+.PHONY: bench soak
 
 # OFREP load test: PostgreSQL + Redis + uvicorn --workers 2, measured with wrk (see bench/RESULTS.md).
 # Detect-to-revert: breaching sample -> worker reverts the flag -> websocket push, with 500 steps
@@ -9,3 +9,11 @@ bench:
 	.venv/bin/python bench/detect_to_revert_bench.py
 	.venv/bin/python bench/narration_fanout_bench.py
 	.venv/bin/python bench/slo_overview_bench.py
+
+# The governance state machine (tests/governance) with a soak budget: SOAK_EXAMPLES plans, each
+# up to SOAK_STEPS actions, on SQLite and (with DATABASE_URL) PostgreSQL. CI runs a small slice.
+SOAK_EXAMPLES ?= 500
+SOAK_STEPS ?= 60
+soak:
+	STEPWISE_SIM_EXAMPLES=$(SOAK_EXAMPLES) STEPWISE_SIM_STEPS=$(SOAK_STEPS) STEPWISE_SIM_TIMEOUT=86400 \
+		.venv/bin/python -m pytest tests/governance -s -p no:cacheprovider
