@@ -133,7 +133,9 @@ def incident_declare(
     actor_label: str = "",
     slo_alert_id: int | None = None,
 ) -> Incident:
-    """Open an incident. The person who declares it commands it until they hand over."""
+    """Open an incident. The person who declares it commands it until they hand over.
+
+    Ledger: incident.declared, then incident.role_assigned when the declarer commands it."""
     title = (title or "").strip()
     if not title:
         raise InvalidInput("an incident needs a title")
@@ -176,16 +178,6 @@ def incident_declare(
         actor=actor,
         author_label=who,
     )
-    if actor is not None and actor.has_perm("incidents.command"):
-        RoleAssignment.objects.create(
-            incident=incident, user=actor, role=RoleAssignment.Role.COMMANDER, assumed_at=now
-        )
-        _timeline(
-            incident,
-            kind=TimelineEntry.Kind.ROLE,
-            text=f"{who} is incident commander",
-            actor=actor,
-        )
     _ledger(
         incident,
         "incident.declared",
@@ -198,6 +190,24 @@ def incident_declare(
         },
         actor_label=who,
     )
+    if actor is not None and actor.has_perm("incidents.command"):
+        RoleAssignment.objects.create(
+            incident=incident, user=actor, role=RoleAssignment.Role.COMMANDER, assumed_at=now
+        )
+        _timeline(
+            incident,
+            kind=TimelineEntry.Kind.ROLE,
+            text=f"{who} is incident commander",
+            actor=actor,
+        )
+        # Command begins here as it later moves by handover: a state change of its own, with
+        # its own entry, so the ledger alone says who commanded from when.
+        _ledger(
+            incident,
+            "incident.role_assigned",
+            actor,
+            {"user": actor.get_username(), "role": RoleAssignment.Role.COMMANDER.value},
+        )
     incident_publish(incident=incident, event="incident.declared")
     return incident
 

@@ -74,7 +74,12 @@ def test_incident_flag_revert__six_commanders_same_seen_version__reverted_once(
     )
     assert _kinds(incident) == ["status", "role", "flag"]
     assert incident.timeline.get(seq=3).author_label == winner
-    assert _ledger(incident) == ["incident.declared", "flag.reverted", "incident.flag_reverted"]
+    assert _ledger(incident) == [
+        "incident.declared",
+        "incident.role_assigned",
+        "flag.reverted",
+        "incident.flag_reverted",
+    ]
 
 
 def test_change_start__six_at_once__one_change_in_progress(
@@ -128,4 +133,4 @@ def test_narration_post__twenty_at_once__numbered_without_gaps(incident, role_us
     stored = Incident.objects.get(pk=incident.pk)
     assert stored.last_seq == 22
     assert stored.last_narration_at == entries[-1].created_at
-    assert _ledger(incident) == ["incident.declared"]
+    assert _ledger(incident) == ["incident.declared", "incident.role_assigned"]

@@ -42,6 +42,8 @@ DECLARED = [
     (1, "status", "SEV2 declared by ada: Checkout 500s in eu-west"),
     (2, "role", "ada is incident commander"),
 ]
+# ... and its ledger: the declaration, then ada's command.
+DECLARED_LEDGER = ["incident.declared", "incident.role_assigned"]
 
 
 def _timeline(incident: Incident) -> list[tuple[int, str, str]]:
@@ -140,7 +142,7 @@ def test_incident_declare__commander_sev1__commands_it_with_10_minute_narration(
         (1, "status", "SEV1 declared by ada: Checkout 500s in eu-west"),
         (2, "role", "ada is incident commander"),
     ]
-    assert _ledger(stored) == ["incident.declared"]
+    assert _ledger(stored) == DECLARED_LEDGER
     assert _payload(stored, "incident.declared") == {
         "incident": stored.pk,
         "title": "Checkout 500s in eu-west",
@@ -148,6 +150,29 @@ def test_incident_declare__commander_sev1__commands_it_with_10_minute_narration(
         "source": "console",
         "services": ["checkout", "web"],
     }
+
+
+def test_incident_declare__commander__command_has_its_own_ledger_entry_like_a_handover(
+    commander, commander_2
+):
+    incident = incident_declare(title="Checkout 500s", severity=2, actor=commander)
+    command_handover(incident_id=incident.pk, to_username="bob", actor=commander)
+
+    # The ledger alone says who commanded from when: ada from the declaration, then bob.
+    entries = LedgerEntry.objects.filter(incident_id=incident.pk).order_by("seq")
+    assert [(e.action, e.actor_id, e.payload) for e in entries] == [
+        ("incident.declared", commander.pk, _payload(incident, "incident.declared")),
+        (
+            "incident.role_assigned",
+            commander.pk,
+            {"incident": incident.pk, "user": "ada", "role": "commander"},
+        ),
+        (
+            "incident.command_handed_over",
+            commander.pk,
+            {"incident": incident.pk, "from": "ada", "to": "bob"},
+        ),
+    ]
 
 
 def test_incident_declare__responder__declared_without_a_commander(responder):
@@ -176,7 +201,7 @@ def test_incident_declare__flag_key_and_earlier_detection__linked_and_kept(comma
     assert list(stored.flags.all()) == [changed_flag]
     assert stored.narration_minutes is None
     assert [kind for _, kind, _ in _timeline(stored)] == ["status", "role"]
-    assert _ledger(stored) == ["incident.declared"]
+    assert _ledger(stored) == DECLARED_LEDGER
 
 
 def test_incident_declare__alertmanager_without_actor__labelled_and_uncommanded():
@@ -260,7 +285,7 @@ def test_narration_post__responder__next_entry_and_last_narration_at(incident, r
     assert stored.last_seq == 3 and stored.last_narration_at == entry.created_at
     assert _timeline(stored) == [*DECLARED, (3, "narration", "5xx at 4% in eu-west only")]
     # Narration is the incident's record; the platform's ledger records state changes only.
-    assert _ledger(stored) == ["incident.declared"]
+    assert _ledger(stored) == DECLARED_LEDGER
 
 
 def test_narration_post__html_and_script__stored_verbatim(incident, responder):
@@ -297,7 +322,7 @@ def test_narration_post__empty_or_too_long__refused(incident, responder, text, w
     stored = _fresh(incident)
     assert stored.last_seq == 2 and stored.last_narration_at is None
     assert _timeline(stored) == DECLARED
-    assert _ledger(stored) == ["incident.declared"]
+    assert _ledger(stored) == DECLARED_LEDGER
 
 
 def test_narration_post__viewer__refused(incident, viewer):
@@ -329,7 +354,7 @@ def test_narration_post__correction__points_at_the_entry_and_keeps_it(incident, 
         (3, "narration", "DB primary failed over at 14:02"),
         (4, "narration", "Correction: the failover was at 14:12"),
     ]
-    assert _ledger(incident) == ["incident.declared"]
+    assert _ledger(incident) == DECLARED_LEDGER
 
 
 def test_narration_post__correcting_a_missing_entry__refused(incident, responder):
@@ -402,7 +427,7 @@ def test_incident_status_change__whole_path__timestamps_timeline_and_ledger(inci
     ]
     assert stored.timeline.get(seq=4).data == {"from": "investigating", "to": "mitigated"}
     assert _ledger(stored) == [
-        "incident.declared",
+        *DECLARED_LEDGER,
         "incident.investigating",
         "incident.mitigated",
         "incident.resolved",
@@ -442,7 +467,7 @@ def test_incident_status_change__not_allowed__refused_with_the_words(
         before.last_seq,
         before.resolved_at,
     )
-    assert len(_ledger(stored)) == 1 + len(path)
+    assert len(_ledger(stored)) == len(DECLARED_LEDGER) + len(path)
 
 
 def test_incident_status_change__unknown_status__invalid(incident, commander):
@@ -494,7 +519,7 @@ def test_incident_status_change__responder__refused(incident, responder):
     assert str(refused.value) == "cy may not change the incident's status"
     assert _fresh(incident).status == "declared"
     assert _timeline(incident) == DECLARED
-    assert _ledger(incident) == ["incident.declared"]
+    assert _ledger(incident) == DECLARED_LEDGER
 
 
 # --- command and roles ---------------------------------------------------------------------------
@@ -519,7 +544,7 @@ def test_command_handover__to_another_commander__one_row_ends_one_begins(
         *DECLARED,
         (3, "role", "bob is now incident commander (was ada)"),
     ]
-    assert _ledger(incident) == ["incident.declared", "incident.command_handed_over"]
+    assert _ledger(incident) == [*DECLARED_LEDGER, "incident.command_handed_over"]
     assert _payload(incident, "incident.command_handed_over") == {
         "incident": incident.pk,
         "from": "ada",
@@ -563,7 +588,7 @@ def test_command_handover__not_to_a_new_commander__refused(
         ("ada", "commander", None)
     ]
     assert _timeline(incident) == DECLARED
-    assert _ledger(incident) == ["incident.declared"]
+    assert _ledger(incident) == DECLARED_LEDGER
 
 
 def test_command_handover__responder__refused(incident, responder, commander_2):
@@ -582,7 +607,7 @@ def test_role_assign__scribe__recorded(incident, commander, responder):
         ("cy", "scribe"),
     ]
     assert _timeline(incident)[-1] == (3, "role", "cy is Scribe")
-    assert _ledger(incident) == ["incident.declared", "incident.role_assigned"]
+    assert _ledger(incident) == [*DECLARED_LEDGER, "incident.role_assigned"]
 
 
 def test_role_assign__commander__refused_command_moves_by_handover(
@@ -606,7 +631,7 @@ def test_hypothesis_state__none_open__stated(incident, commander):
         (3, "hypothesis", "Hypothesis: eu-west DB pool exhausted"),
     ]
     assert incident.timeline.get(seq=3).data == {"hypothesis": hypothesis.pk}
-    assert _ledger(incident) == ["incident.declared", "incident.hypothesis"]
+    assert _ledger(incident) == [*DECLARED_LEDGER, "incident.hypothesis"]
 
 
 def test_hypothesis_state__one_already_open__refused(incident, commander):
@@ -622,7 +647,7 @@ def test_hypothesis_state__one_already_open__refused(incident, commander):
         "eu-west DB pool exhausted"
     ]
     assert len(_timeline(incident)) == 3
-    assert _ledger(incident) == ["incident.declared", "incident.hypothesis"]
+    assert _ledger(incident) == [*DECLARED_LEDGER, "incident.hypothesis"]
 
 
 def test_hypothesis_close__rejected__next_one_may_be_stated(incident, commander):
@@ -641,7 +666,7 @@ def test_hypothesis_close__rejected__next_one_may_be_stated(incident, commander)
         (4, "hypothesis", "Hypothesis rejected: eu-west DB pool exhausted"),
         (5, "hypothesis", "Hypothesis: bad deploy of checkout"),
     ]
-    assert _ledger(incident)[1:] == [
+    assert _ledger(incident)[len(DECLARED_LEDGER) :] == [
         "incident.hypothesis",
         "incident.hypothesis_rejected",
         "incident.hypothesis",
@@ -705,7 +730,7 @@ def test_change_start__no_open_hypothesis__refused(incident, commander):
     assert str(refused.value) == "state a hypothesis first: a change tests one"
     assert Change.objects.count() == 0
     assert _timeline(incident) == DECLARED
-    assert _ledger(incident) == ["incident.declared"]
+    assert _ledger(incident) == DECLARED_LEDGER
 
 
 @pytest.mark.parametrize(
@@ -973,7 +998,7 @@ def test_incident_flag_revert__commander__new_version_from_the_console(
     assert list(incident.flags.all()) == [changed_flag]
     assert _timeline(incident) == [*DECLARED, (3, "flag", "checkout-v2 reverted v2 → v3")]
     assert incident.timeline.get(seq=3).data == {"flag": "checkout-v2", "from": 2, "to": 3}
-    assert _ledger(incident) == ["incident.declared", "flag.reverted", "incident.flag_reverted"]
+    assert _ledger(incident) == [*DECLARED_LEDGER, "flag.reverted", "incident.flag_reverted"]
     assert _payload(incident, "incident.flag_reverted") == {
         "incident": incident.pk,
         "flag": "checkout-v2",
@@ -1028,7 +1053,7 @@ def test_incident_flag_revert__responder__refused(incident, responder, changed_f
     changed_flag.refresh_from_db()
     assert changed_flag.current.number == 2 and changed_flag.versions.count() == 2
     assert _timeline(incident) == DECLARED
-    assert _ledger(incident) == ["incident.declared"]
+    assert _ledger(incident) == DECLARED_LEDGER
 
 
 def test_incident_flag_revert__tpm_flag_no_plan_step_owns__refused(incident, tpm, changed_flag):
@@ -1040,7 +1065,7 @@ def test_incident_flag_revert__tpm_flag_no_plan_step_owns__refused(incident, tpm
     assert str(refused.value) == "eve may not revert flags that no plan step owns"
     assert changed_flag.versions.count() == 2
     assert _timeline(incident) == DECLARED
-    assert _ledger(incident) == ["incident.declared"]
+    assert _ledger(incident) == DECLARED_LEDGER
 
 
 def test_incident_flag_revert__tpm_flag_a_plan_step_ramps__reverted(incident, tpm, changed_flag):
@@ -1055,7 +1080,7 @@ def test_incident_flag_revert__tpm_flag_a_plan_step_ramps__reverted(incident, tp
     assert (version.number, version.restored_from.number, version.author) == (3, 1, tpm)
     assert _timeline(incident) == [*DECLARED, (3, "flag", "checkout-v2 reverted v2 → v3")]
     assert incident.timeline.get(seq=3).author_label == "eve"
-    assert _ledger(incident) == ["incident.declared", "flag.reverted", "incident.flag_reverted"]
+    assert _ledger(incident) == [*DECLARED_LEDGER, "flag.reverted", "incident.flag_reverted"]
 
 
 def test_incident_flag_revert__resolved_incident__refused(incident, commander, changed_flag):
@@ -1092,7 +1117,7 @@ def test_break_glass_flip__commander_on__flag_fully_on_and_loud(incident, comman
         *DECLARED,
         (3, "break_glass", "BREAK-GLASS: shed load turned ON by ada (shed-load v2)"),
     ]
-    assert _ledger(incident) == ["incident.declared", "flag.changed", "incident.break_glass"]
+    assert _ledger(incident) == [*DECLARED_LEDGER, "flag.changed", "incident.break_glass"]
     assert _payload(incident, "incident.break_glass") == {
         "incident": incident.pk,
         "switch": "shed load",
@@ -1129,7 +1154,7 @@ def test_break_glass_flip__unlisted_responder__refused(
     flag = Flag.objects.get(key="shed-load")
     assert flag.current.number == 1 and flag.current.enabled is False
     assert _timeline(incident) == DECLARED
-    assert _ledger(incident) == ["incident.declared"]
+    assert _ledger(incident) == DECLARED_LEDGER
 
 
 def test_break_glass_define__viewer_named__refused_read_only_stays_read_only(viewer, responder):
@@ -1183,7 +1208,7 @@ def test_action_item_add__title_and_owner__stored_and_ledgered(incident, respond
     assert item.pk == ActionItem.objects.get().pk
     # A follow-up, not something that happened during the incident: the timeline is unchanged.
     assert _timeline(incident) == DECLARED
-    assert _ledger(incident) == ["incident.declared", "incident.action_item"]
+    assert _ledger(incident) == [*DECLARED_LEDGER, "incident.action_item"]
     assert _payload(incident, "incident.action_item") == {
         "incident": incident.pk,
         "title": "Alert on checkout 5xx per region",
@@ -1200,7 +1225,7 @@ def test_action_item_add__missing_title_or_owner__refused(incident, responder, t
 
     assert str(refused.value) == "an action item needs a title and an owner"
     assert ActionItem.objects.count() == 0
-    assert _ledger(incident) == ["incident.declared"]
+    assert _ledger(incident) == DECLARED_LEDGER
 
 
 def test_action_item_add__viewer__refused(incident, viewer):
