@@ -1,5 +1,6 @@
-"""The incidents JSON API: Alertmanager intake, declare, read, narrate. Errors are JSON with a
-reason: 400 for input, 403 for permission, 404 for an unknown incident, 409 for a refused action."""
+"""The incidents JSON API: Alertmanager intake, declare, read, narrate, re-grade, one-click flag
+revert. Errors are JSON with a reason: 400 for input, 403 for permission, 404 for an unknown
+incident, 409 for a refused action."""
 
 import functools
 import json
@@ -13,9 +14,14 @@ from django.views.decorators.http import require_GET, require_POST
 
 from accounts.api import api_endpoint
 from incidents.alerts import AlertPayloadInvalid, alertmanager_ingest
-from incidents.models import Incident
+from incidents.models import Change, Incident
 from incidents.selectors import incident_as_dict
-from incidents.services import incident_declare, incident_triage, narration_post
+from incidents.services import (
+    incident_declare,
+    incident_flag_revert,
+    incident_triage,
+    narration_post,
+)
 from rollouts.services import InvalidInput, TransitionRefused
 
 # No "incidents:read" scope exists yet, so reading takes the same scope as writing.
@@ -23,6 +29,7 @@ SCOPE = "incidents:write"
 DECLARE_FIELDS = {"title", "severity", "summary", "services", "plans", "flags"}
 NARRATION_FIELDS = {"text", "corrects"}
 TRIAGE_FIELDS = {"severity", "services", "reason"}
+FLAG_REVERT_FIELDS = {"flag", "seen_version", "expected_effect"}
 
 
 class _BadRequest(Exception):
@@ -227,3 +234,42 @@ def triage_api(request: HttpRequest, incident_id: int) -> JsonResponse:
         actor=request.user,
     )
     return JsonResponse(incident_as_dict(incident))
+
+
+def _change_dict(change: Change) -> dict[str, Any]:
+    return {
+        "incident": change.incident_id,
+        "change": change.pk,
+        "description": change.description,
+        "expected_effect": change.expected_effect,
+        "revert": change.revert_plan,
+        "status": change.status,
+        "flag": change.flag.key if change.flag else None,
+        "version": change.flag_version.number if change.flag_version else None,
+    }
+
+
+@require_POST
+@api_endpoint(scope=SCOPE, permission="rollouts.flip_flag")
+@_refusals_answered
+def flag_revert_api(request: HttpRequest, incident_id: int) -> JsonResponse:
+    """POST {flag, seen_version, expected_effect?} -> 201 with the change it started: the
+    console's one-click revert, through the same service and so under the same rules (an open
+    hypothesis, no change in progress, the version the caller saw, never more exposure)."""
+    if not Incident.objects.filter(pk=incident_id).exists():
+        return _error(f"no incident with id {incident_id}", 404)
+    body = _json_object(request, FLAG_REVERT_FIELDS)
+    seen = body.get("seen_version")
+    if not isinstance(seen, int) or isinstance(seen, bool) or seen < 1:
+        raise InvalidInput(
+            "seen_version: required, the flag version you looked at (1 or more), so a revert "
+            "someone already made is not made twice"
+        )
+    change = incident_flag_revert(
+        incident_id=incident_id,
+        flag_key=_text(body, "flag", required=True),
+        seen_version=seen,
+        expected_effect=_text(body, "expected_effect"),
+        actor=request.user,
+    )
+    return JsonResponse(_change_dict(change), status=201)

@@ -8,4 +8,5 @@ urlpatterns = [
     path("<int:incident_id>", api.incident_detail_api, name="api-incident"),
     path("<int:incident_id>/narration", api.narration_api, name="api-incident-narration"),
     path("<int:incident_id>/triage", api.triage_api, name="api-incident-triage"),
+    path("<int:incident_id>/flag-revert", api.flag_revert_api, name="api-incident-flag-revert"),
 ]

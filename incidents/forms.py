@@ -47,9 +47,37 @@ class HypothesisCloseForm(forms.Form):
 
 
 class ChangeForm(forms.Form):
+    """A change; with a flag key and new settings, a flag change (`flag_changes` for the
+    service). The revert may be left out here only because the service decides: a flag change's
+    revert defaults to restoring the flag's previous version; any other change is refused."""
+
     description = forms.CharField(max_length=500)
     expected_effect = forms.CharField(max_length=500)
     revert_plan = forms.CharField(max_length=500, required=False)
+    flag_key = forms.SlugField(max_length=100, required=False)
+    flag_enabled = forms.ChoiceField(
+        choices=[("", "as now"), ("on", "on"), ("off", "off")], required=False
+    )
+    flag_percentage = forms.DecimalField(
+        min_value=0, max_value=100, decimal_places=2, required=False
+    )
+
+    def clean(self) -> dict:
+        data = super().clean()
+        changes: dict = {}
+        if data.get("flag_enabled"):
+            changes["enabled"] = data["flag_enabled"] == "on"
+        if data.get("flag_percentage") is not None:
+            changes["rollout_percentage"] = data["flag_percentage"]
+        key = data.get("flag_key", "")
+        if changes and not key:
+            raise forms.ValidationError("pick the flag these settings are for")
+        if key and not changes:
+            raise forms.ValidationError(
+                f"say what {key} becomes: turn it on or off, or give a rollout percentage"
+            )
+        data["flag_changes"] = changes
+        return data
 
 
 class ChangeVerifyForm(forms.Form):
@@ -61,6 +89,7 @@ class ChangeVerifyForm(forms.Form):
 class FlagRevertForm(forms.Form):
     flag = forms.SlugField(max_length=100)
     seen_version = forms.IntegerField(min_value=1)
+    expected_effect = forms.CharField(max_length=500, required=False)
 
 
 class BreakGlassForm(forms.Form):

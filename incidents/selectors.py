@@ -15,8 +15,10 @@ from incidents.models import (
     RoleAssignment,
     TimelineEntry,
 )
+from incidents.rules import change_blocker, flag_revert_plan
 from ledger.models import LedgerEntry
 from rollouts.models import Decision, Flag, Step
+from rollouts.selectors import flag_revert_previews
 
 TIMELINE_SHOWN = 300
 # "What changed?" looks this far back from detection.
@@ -85,24 +87,38 @@ def recent_timeline(incident: Incident) -> list[TimelineEntry]:
 
 
 def console_live_context(*, incident_id: int) -> dict[str, Any]:
-    """The live parts of the console, rendered once for every open browser."""
+    """The live parts of the console, rendered once for every open browser. Each flag carries
+    `revert_to` (what its one-click revert applies) and `revert_why` (why that revert is refused
+    now, in the words the service would refuse with), and `change_blocked` says why no change
+    may start: the controls are greyed out with the reason rather than refused after a click."""
     incident = Incident.objects.prefetch_related("roles__user").get(pk=incident_id)
     timeline = recent_timeline(incident)
+    hypothesis = incident.hypotheses.filter(status=Hypothesis.Status.OPEN).first()
+    change = (
+        incident.changes.select_related("flag", "hypothesis")
+        .filter(status=Change.Status.IN_PROGRESS)
+        .first()
+    )
+    revert_blocked = change_blocker(hypothesis=hypothesis, in_progress=change, revert=True)
     flags = list(
         Flag.objects.filter(incidents=incident)
         .select_related("current", "current__author")
         .annotate(owned_by_plan=Exists(Step.objects.filter(flag=OuterRef("pk"))))
+        .order_by("key")
     )
+    reverts = flag_revert_previews(flags)
+    for flag in flags:
+        flag.revert_to, refused = reverts[flag.pk]
+        flag.revert_why = refused or revert_blocked
     return {
         "incident": incident,
         "commander": commander_of(incident),
         "moves": sorted(Incident.TRANSITIONS[incident.status]),
         "roles": [r for r in incident.roles.all() if r.renounced_at is None],
         "timeline": timeline,
-        "hypothesis": incident.hypotheses.filter(status=Hypothesis.Status.OPEN).first(),
-        "change": incident.changes.select_related("flag", "hypothesis")
-        .filter(status=Change.Status.IN_PROGRESS)
-        .first(),
+        "hypothesis": hypothesis,
+        "change": change,
+        "change_blocked": change_blocker(hypothesis=hypothesis, in_progress=change),
         "changes": list(incident.changes.select_related("hypothesis", "flag", "verified_by")),
         "hypotheses": list(incident.hypotheses.all()),
         "flags": flags,
@@ -115,6 +131,15 @@ def console_live_context(*, incident_id: int) -> dict[str, Any]:
         "narration_due": narration_due(incident),
         "live": True,
     }
+
+
+def flag_settings_for_change(*, flag_key: str) -> dict[str, Any]:
+    """What "Make one change" shows for the flag being typed: its current version and the revert
+    a change of it would default to."""
+    flag = Flag.objects.select_related("current").filter(key=flag_key.strip()).first()
+    if flag is None or flag.current is None:
+        return {"flag_key": flag_key.strip(), "flag": None}
+    return {"flag_key": flag.key, "flag": flag, "revert": flag_revert_plan(flag.current)}
 
 
 def incident_as_dict(incident: Incident) -> dict[str, Any]:

@@ -21,12 +21,13 @@ from incidents.models import (
     RoleAssignment,
     TimelineEntry,
 )
+from incidents.rules import change_blocker, flag_move, flag_revert_plan, revert_plan_problem
 from ledger.services import ledger_append
 from live.broadcast import stream_publish
-from rollouts.models import Decision, Flag, Plan, Step
+from rollouts.models import Decision, Flag, FlagVersion, Plan, Step
 from rollouts.services import InvalidInput, TransitionRefused
 from rollouts.services.decisions import decision_record
-from rollouts.services.flags import flag_change, flag_restore, flag_revert
+from rollouts.services.flags import flag_change, flag_restore, flag_revert, flag_revert_check
 from signals.measurements import duration_text
 from signals.models import SLOAlert
 
@@ -133,7 +134,9 @@ def incident_declare(
     actor_label: str = "",
     slo_alert_id: int | None = None,
 ) -> Incident:
-    """Open an incident. The person who declares it commands it until they hand over."""
+    """Open an incident. The person who declares it commands it until they hand over.
+
+    Ledger: incident.declared, then incident.role_assigned when the declarer commands it."""
     title = (title or "").strip()
     if not title:
         raise InvalidInput("an incident needs a title")
@@ -176,16 +179,6 @@ def incident_declare(
         actor=actor,
         author_label=who,
     )
-    if actor is not None and actor.has_perm("incidents.command"):
-        RoleAssignment.objects.create(
-            incident=incident, user=actor, role=RoleAssignment.Role.COMMANDER, assumed_at=now
-        )
-        _timeline(
-            incident,
-            kind=TimelineEntry.Kind.ROLE,
-            text=f"{who} is incident commander",
-            actor=actor,
-        )
     _ledger(
         incident,
         "incident.declared",
@@ -198,6 +191,24 @@ def incident_declare(
         },
         actor_label=who,
     )
+    if actor is not None and actor.has_perm("incidents.command"):
+        RoleAssignment.objects.create(
+            incident=incident, user=actor, role=RoleAssignment.Role.COMMANDER, assumed_at=now
+        )
+        _timeline(
+            incident,
+            kind=TimelineEntry.Kind.ROLE,
+            text=f"{who} is incident commander",
+            actor=actor,
+        )
+        # Command begins here as it later moves by handover: a state change of its own, with
+        # its own entry, so the ledger alone says who commanded from when.
+        _ledger(
+            incident,
+            "incident.role_assigned",
+            actor,
+            {"user": actor.get_username(), "role": RoleAssignment.Role.COMMANDER.value},
+        )
     incident_publish(incident=incident, event="incident.declared")
     return incident
 
@@ -456,6 +467,76 @@ def hypothesis_close(
     return hypothesis
 
 
+def _change_may_start(incident: Incident, *, revert: bool = False) -> Hypothesis:
+    """The open hypothesis the next change tests, or TransitionRefused (`rules.change_blocker`):
+    none is open, or another change waits for its verdict."""
+    hypothesis = incident.hypotheses.filter(status=Hypothesis.Status.OPEN).first()
+    in_progress = incident.changes.filter(status=Change.Status.IN_PROGRESS).first()
+    if reason := change_blocker(hypothesis=hypothesis, in_progress=in_progress, revert=revert):
+        raise TransitionRefused(reason)
+    assert hypothesis is not None  # change_blocker refused otherwise
+    return hypothesis
+
+
+def _change_record(
+    incident: Incident,
+    *,
+    hypothesis: Hypothesis,
+    description: str,
+    expected_effect: str,
+    revert_plan: str,
+    actor: AbstractBaseUser,
+    before: FlagVersion | None = None,
+    version: FlagVersion | None = None,
+    one_click_revert: bool = False,
+) -> Change:
+    """The Change row, its timeline line, its ledger entry and the push: what every change
+    shares, whether typed into "Make one change" or made by a one-click revert. `before` and
+    `version`: the flag version the change replaced and the one it made."""
+    change = Change.objects.create(
+        incident=incident,
+        hypothesis=hypothesis,
+        description=description[:500],
+        expected_effect=expected_effect[:500],
+        revert_plan=revert_plan[:500],
+        flag=version.flag if version else None,
+        flag_version=version,
+        started_by=actor,
+    )
+    what, flag_data = description, {}
+    if before is not None and version is not None:
+        incident.flags.add(version.flag)
+        moved = flag_move(before, version, verb="reverted" if one_click_revert else "")
+        # A revert's description is the same move, said before it was made.
+        what = moved if one_click_revert else f"{description} — {moved}"
+        flag_data = {"flag": version.flag.key, "from": before.number, "version": version.number}
+    _timeline(
+        incident,
+        kind=TimelineEntry.Kind.CHANGE,
+        text=f"Change: {what} — expect: {expected_effect} — revert: {revert_plan}",
+        actor=actor,
+        data={
+            "change": change.pk,
+            **flag_data,
+            **({"one_click_revert": True} if one_click_revert else {}),
+        },
+    )
+    _ledger(
+        incident,
+        "incident.change_started",
+        actor,
+        {
+            "change": change.pk,
+            "description": description,
+            "revert": revert_plan,
+            **flag_data,
+            **({"one_click_revert": True} if one_click_revert else {}),
+        },
+    )
+    incident_publish(incident=incident, event="incident.change")
+    return change
+
+
 @transaction.atomic
 def change_start(
     *,
@@ -468,34 +549,28 @@ def change_start(
     flag_changes: dict[str, Any] | None = None,
 ) -> Change:
     """Start the one change under the open hypothesis. It needs its expected effect and its revert
-    before it starts; a second change waits until the first is verified. A flag change is made
-    here, so its revert is the flag's previous version."""
+    (written out: "n/a" is not one) before it starts; a second change waits until the first is
+    verified. A flag change is made here: its revert, unless the commander wrote one, restores
+    the flag's previous version, settings written out ("restore new-login v6 (on at 5%)")."""
     incident = _lock(incident_id)
     _require_command(incident, actor, "make changes")
     description, expected_effect = (description or "").strip(), (expected_effect or "").strip()
-    revert_plan = (revert_plan or "").strip()
+    revert_plan, flag_key = (revert_plan or "").strip(), (flag_key or "").strip()
     if not description:
         raise InvalidInput("describe the change")
     if not expected_effect:
         raise InvalidInput("say what effect you expect, so it can be verified")
-    if not revert_plan and not flag_key:
-        raise InvalidInput("every change names its revert before it starts")
-    hypothesis = incident.hypotheses.filter(status=Hypothesis.Status.OPEN).first()
-    if hypothesis is None:
-        raise TransitionRefused("state a hypothesis first: a change tests one")
-    pending = incident.changes.filter(status=Change.Status.IN_PROGRESS).first()
-    if pending is not None:
-        raise TransitionRefused(
-            f"change “{pending.description}” is in progress: verify it (hold or revert) before "
-            "starting another"
-        )
-    flag = version = None
+    if problem := revert_plan_problem(revert_plan, flag_change=bool(flag_key)):
+        raise InvalidInput(problem)
+    hypothesis = _change_may_start(incident)
+    before = version = None
     if flag_key:
-        flag = Flag.objects.filter(key=flag_key).first()
+        # Locked here (the flag service locks it again), so `before` is what the change replaced.
+        flag = Flag.objects.select_for_update().filter(key=flag_key).first()
         if flag is None:
             raise InvalidInput(f"no flag {flag_key!r}")
         _require(actor, "rollouts.flip_flag", "flip flags")
-        before = flag.current_id
+        before = FlagVersion.objects.select_related("flag").get(pk=flag.current_id)
         version = flag_change(
             flag_key=flag_key,
             changes=flag_changes or {},
@@ -504,41 +579,22 @@ def change_start(
             source="incident",
             incident_id=incident.pk,
         )
-        if version.pk == before:
+        if version.pk == before.pk:
             raise InvalidInput(
-                f"{flag_key} already has those settings (v{version.number}): the change would "
-                "change nothing"
+                f"{flag_key} is already {before.settings_text()} (v{before.number}): the change "
+                "would change nothing"
             )
-        revert_plan = revert_plan or f"restore {flag_key} v{version.number - 1}"
-        incident.flags.add(flag)
-    change = Change.objects.create(
-        incident=incident,
+        revert_plan = revert_plan or flag_revert_plan(before)
+    return _change_record(
+        incident,
         hypothesis=hypothesis,
-        description=description[:500],
-        expected_effect=expected_effect[:500],
-        revert_plan=revert_plan[:500],
-        flag=flag,
-        flag_version=version,
-        started_by=actor,
-    )
-    _timeline(
-        incident,
-        kind=TimelineEntry.Kind.CHANGE,
-        text=f"Change: {description} — expect: {expected_effect} — revert: {revert_plan}",
+        description=description,
+        expected_effect=expected_effect,
+        revert_plan=revert_plan,
         actor=actor,
-        data={
-            "change": change.pk,
-            **({"flag": flag_key, "version": version.number} if version else {}),
-        },
+        before=before,
+        version=version,
     )
-    _ledger(
-        incident,
-        "incident.change_started",
-        actor,
-        {"change": change.pk, "description": description, "revert": revert_plan},
-    )
-    incident_publish(incident=incident, event="incident.change")
-    return change
 
 
 @transaction.atomic
@@ -574,20 +630,26 @@ def change_verify(
             incident_id=incident.pk,
         )
     verdict = "better: holding" if better else "not better: reverted"
+    flag_said, flag_data = "", {}
+    if restored is not None:
+        flag_said = f" ({flag_move(change.flag_version, restored, verb='restored')})"
+        flag_data = {"flag": change.flag.key, "version": restored.number}
+    elif change.flag_version is not None:
+        held = change.flag_version
+        flag_said = f" ({change.flag.key} stays {held.settings_text()} (v{held.number}))"
     _timeline(
         incident,
         kind=TimelineEntry.Kind.VERIFICATION if better else TimelineEntry.Kind.REVERT,
-        text=f"{change.description} — {verdict}"
-        + (f" (flag {change.flag.key} back to v{restored.number})" if restored else "")
+        text=f"{change.description} — {verdict}{flag_said}"
         + (f": {change.verification_note}" if change.verification_note else ""),
         actor=actor,
-        data={"change": change.pk, "better": better},
+        data={"change": change.pk, "better": better, **flag_data},
     )
     _ledger(
         incident,
         "incident.change_held" if better else "incident.change_reverted",
         actor,
-        {"change": change.pk, "description": change.description, "note": note},
+        {"change": change.pk, "description": change.description, "note": note, **flag_data},
     )
     incident_publish(incident=incident, event="incident.change")
     return change
@@ -595,10 +657,20 @@ def change_verify(
 
 @transaction.atomic
 def incident_flag_revert(
-    *, incident_id: int, flag_key: str, seen_version: int, actor: AbstractBaseUser
-) -> Any:
-    """One click: the flag goes back to the version before the one the person saw. Concurrent
-    clicks revert once; the others are told who reverted (the flag service refuses them)."""
+    *,
+    incident_id: int,
+    flag_key: str,
+    seen_version: int,
+    actor: AbstractBaseUser,
+    expected_effect: str = "",
+) -> Change:
+    """The console's one-click revert: the flag goes back to the version before the one the
+    person saw, as the change under the open hypothesis (a revert tests one too), so it is
+    verified like any change and its "not better" restores the version it replaced.
+
+    Refused while no hypothesis is open or another change waits for its verdict, and when the
+    flag service refuses: the flag moved on (concurrent clicks revert once; the others are told
+    who reverted) or the revert would raise exposure (a revert of a revert)."""
     incident = _lock(incident_id)
     # A commander may revert any flag; a TPM the flags their plans' steps ramp.
     plan_flag = Step.objects.filter(flag__key=flag_key).exists()
@@ -609,6 +681,10 @@ def incident_flag_revert(
         raise TransitionRefused(
             f"INC-{incident.pk} is {incident.status}: reverting flags is closed"
         )
+    # The flag before the change rules: of several clicks at one version, those after the first
+    # learn who reverted it, not only that a change is now in progress.
+    current, target = flag_revert_check(flag_key=flag_key, seen_version=seen_version)
+    hypothesis = _change_may_start(incident, revert=True)
     version = flag_revert(
         flag_key=flag_key,
         seen_version=seen_version,
@@ -617,17 +693,23 @@ def incident_flag_revert(
         source="incident",
         incident_id=incident.pk,
     )
-    incident.flags.add(version.flag)
-    _timeline(
+    again = f"{target.settings_text()} again (as in v{target.number})"
+    expected_effect = (expected_effect or "").strip()
+    expected_effect = expected_effect or f"things improve once {flag_key} is {again}"
+    return _change_record(
         incident,
-        kind=TimelineEntry.Kind.FLAG,
-        text=f"{flag_key} reverted v{seen_version} → v{version.number}",
+        hypothesis=hypothesis,
+        description=(
+            f"Revert {flag_key} v{current.number} ({current.settings_text()}) → "
+            f"{target.settings_text()}"
+        ),
+        expected_effect=expected_effect,
+        revert_plan=flag_revert_plan(current),
         actor=actor,
-        data={"flag": flag_key, "from": seen_version, "to": version.number},
+        before=current,
+        version=version,
+        one_click_revert=True,
     )
-    _ledger(incident, "incident.flag_reverted", actor, {"flag": flag_key, "to": version.number})
-    incident_publish(incident=incident, event="incident.flag")
-    return version
 
 
 @transaction.atomic
@@ -644,6 +726,8 @@ def break_glass_flip(*, incident_id: int, switch_id: int, on: bool, actor: Abstr
     )
     if not allowed:
         raise TransitionRefused(f"{actor.get_username()} is not authorized for “{switch.label}”")
+    flag = Flag.objects.select_for_update().get(pk=switch.flag_id)
+    before = FlagVersion.objects.select_related("flag").get(pk=flag.current_id)
     version = flag_change(
         flag_key=switch.flag.key,
         changes={"enabled": on, "rollout_percentage": 100 if on else 0},
@@ -657,10 +741,15 @@ def break_glass_flip(*, incident_id: int, switch_id: int, on: bool, actor: Abstr
     _timeline(
         incident,
         kind=TimelineEntry.Kind.BREAK_GLASS,
-        text=f"BREAK-GLASS: {switch.label} turned {'ON' if on else 'OFF'} by {_who(actor)} "
-        f"({switch.flag.key} v{version.number})",
+        text=f"BREAK-GLASS: {switch.label} turned {'ON' if on else 'OFF'} by {_who(actor)} ("
+        + (
+            flag_move(before, version)
+            if version.pk != before.pk
+            else f"{flag.key} already {version.settings_text()} (v{version.number})"
+        )
+        + ")",
         actor=actor,
-        data={"flag": switch.flag.key, "on": on, "version": version.number},
+        data={"flag": switch.flag.key, "on": on, "from": before.number, "version": version.number},
     )
     _ledger(
         incident,

@@ -21,6 +21,11 @@ urlpatterns = [
     ),
     path("incidents/<int:incident_id>/change", views.change_start, name="incident-change"),
     path(
+        "incidents/<int:incident_id>/flag-settings",
+        views.flag_settings,
+        name="incident-flag-settings",
+    ),
+    path(
         "incidents/<int:incident_id>/change/verify",
         views.change_verify,
         name="incident-change-verify",

@@ -195,8 +195,21 @@ def change_start(request: HttpRequest, incident_id: int) -> HttpResponse:
             expected_effect=d["expected_effect"],
             revert_plan=d["revert_plan"],
             actor=request.user,
+            flag_key=d["flag_key"],
+            flag_changes=d["flag_changes"],
         ),
         "change started",
+    )
+
+
+@require_GET
+def flag_settings(request: HttpRequest, incident_id: int) -> HttpResponse:
+    """The current settings of the flag typed into "Make one change", and its default revert."""
+    selectors.incident_get(incident_id=incident_id)
+    return render(
+        request,
+        "incidents/_flag_settings.html",
+        selectors.flag_settings_for_change(flag_key=request.GET.get("flag_key", "")),
     )
 
 
@@ -231,8 +244,9 @@ def flag_revert(request: HttpRequest, incident_id: int) -> HttpResponse:
             flag_key=d["flag"],
             seen_version=d["seen_version"],
             actor=request.user,
+            expected_effect=d["expected_effect"],
         ),
-        f"{form.data.get('flag', '')} reverted",
+        f"{form.data.get('flag', '')} reverted: verify it under “Now” (better or not better)",
     )
 
 

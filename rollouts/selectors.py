@@ -376,6 +376,30 @@ def step_page(*, plan_key: str, step_key: str) -> dict[str, Any]:
     }
 
 
+def flag_revert_previews(
+    flags: Iterable[Flag],
+) -> dict[int, tuple[FlagVersion | None, str | None]]:
+    """For each flag (with `current` loaded): the version a one-click revert would apply, and
+    why the revert is refused when it would raise exposure (`rules.revert_raise_refusal`, the
+    words `flag_revert` refuses with). One query."""
+    flags = list(flags)
+    # The version before the current one: numbers are gapless per flag.
+    earlier = Q(pk__in=[])
+    for flag in flags:
+        if flag.current:
+            earlier |= Q(flag_id=flag.pk, number=flag.current.number - 1)
+    previous = {v.flag_id: v for v in FlagVersion.objects.filter(earlier)}
+    return {
+        flag.pk: (
+            previous.get(flag.pk),
+            revert_raise_refusal(current=flag.current, target=previous[flag.pk])
+            if flag.pk in previous
+            else None,
+        )
+        for flag in flags
+    }
+
+
 def flags_board(*, only: Flag | None = None) -> list[dict[str, Any]]:
     flags = Flag.objects.select_related("current", "current__author").order_by("key")
     flags = list(flags.filter(pk=only.pk) if only else flags)
@@ -388,21 +412,13 @@ def flags_board(*, only: Flag | None = None) -> list[dict[str, Any]]:
         if step.status not in {"done", "skipped"}:
             owners.setdefault(step.flag_id, step)
     consumers = list(FlagConsumer.objects.all())
-    # What a one-click revert would apply: the version before the current one (numbers are
-    # gapless per flag), and why it is refused when it would raise exposure.
-    earlier = Q(pk__in=[])
-    for flag in flags:
-        if flag.current:
-            earlier |= Q(flag_id=flag.pk, number=flag.current.number - 1)
-    previous = {v.flag_id: v for v in FlagVersion.objects.filter(earlier)}
+    reverts = flag_revert_previews(flags)
     return [
         {
             "flag": flag,
             "version": flag.current,
-            "revert_to": previous.get(flag.pk),
-            "revert_refused": revert_raise_refusal(current=flag.current, target=previous[flag.pk])
-            if flag.pk in previous
-            else None,
+            "revert_to": reverts[flag.pk][0],
+            "revert_refused": reverts[flag.pk][1],
             "owner_step": owners.get(flag.pk),
             "holding": sum(
                 1

@@ -405,14 +405,7 @@ def flag_revert(
     is refused (restoring a version on purpose, with a reason, is `flag_restore`).
     """
     flag = _flag_lock(flag_key)
-    current = flag.current
-    if current.number != seen_version:
-        raise TransitionRefused(_moved_on(flag, seen_version))
-    previous = revert_target(flag)
-    if previous is None:
-        raise TransitionRefused(f"{flag_key} has no earlier version to revert to")
-    if refusal := revert_raise_refusal(current=current, target=previous):
-        raise TransitionRefused(refusal)
+    current, previous = _revert_checked(flag, seen_version)
     return flag_version_create(
         flag=flag,
         settings=previous.settings_dict(),
@@ -423,6 +416,29 @@ def flag_revert(
         action="flag.reverted",
         incident_id=incident_id,
     )
+
+
+def _revert_checked(flag: Flag, seen_version: int) -> tuple[FlagVersion, FlagVersion]:
+    """(current, the version a revert applies), or TransitionRefused: the flag moved on from
+    `seen_version` (naming who moved it), has nothing earlier, or the revert would raise
+    exposure."""
+    current = flag.current
+    if current.number != seen_version:
+        raise TransitionRefused(_moved_on(flag, seen_version))
+    previous = revert_target(flag)
+    if previous is None:
+        raise TransitionRefused(f"{flag.key} has no earlier version to revert to")
+    if refusal := revert_raise_refusal(current=current, target=previous):
+        raise TransitionRefused(refusal)
+    return current, previous
+
+
+@transaction.atomic
+def flag_revert_check(*, flag_key: str, seen_version: int) -> tuple[FlagVersion, FlagVersion]:
+    """What `flag_revert` would do, refused exactly as it would be, writing nothing: (current,
+    the version it applies). It locks the flag row, so a `flag_revert` later in the caller's
+    transaction applies exactly this."""
+    return _revert_checked(_flag_lock(flag_key), seen_version)
 
 
 def revert_target(flag: Flag) -> FlagVersion | None:

@@ -97,8 +97,13 @@ def _start_change(page: Page, description: str, expected: str, revert: str) -> N
     page.get_by_role("button", name="Start the change").click()
 
 
-def _error(page: Page, words: str) -> None:
-    expect(page.locator("#action-result").get_by_test_id("action-error")).to_contain_text(words)
+def _error(page: Page, box: str, words: str) -> None:
+    """A refusal, in the answer box beside the control that was used."""
+    expect(page.locator(box).get_by_test_id("action-error")).to_contain_text(words)
+
+
+def _ok(page: Page, box: str, words: str) -> None:
+    expect(page.locator(box).get_by_test_id("action-ok")).to_contain_text(words)
 
 
 def test_incident_console__commander_and_responder_in_two_browsers__worked_to_resolved_live(
@@ -161,40 +166,65 @@ def test_incident_console__commander_and_responder_in_two_browsers__worked_to_re
     triage = a.get_by_test_id("triage")
     triage.get_by_test_id("triage-severity").select_option(label="SEV2")
     triage.get_by_role("button", name="Update").click()
-    _error(a, "say why the severity changes")
+    _error(a, "#triage-result", "say why the severity changes")
     triage.get_by_test_id("triage-reason").fill("only users on new-login are affected")
     triage.get_by_role("button", name="Update").click()
     expect(b.get_by_test_id("incident-severity")).to_have_text("SEV2", timeout=LIVE)
     expect(_entry(b, "severity SEV1 → SEV2")).to_contain_text("only users on new-login")
 
-    # 3. No change without a hypothesis; the hypothesis shows under "Now" for everyone.
-    _start_change(a, "Turn new-login down to 0%", "errors back under 0.5%", "turn it back to 1%")
-    _error(a, "state a hypothesis first")
+    # 3. No change without a hypothesis: Start and Revert are greyed out, saying why; once the
+    # hypothesis is stated it shows under "Now" for everyone, and Start comes alive.
+    start = a.get_by_test_id("change-start")
+    expect(start).to_be_disabled()
+    expect(a.get_by_test_id("change-start-why")).to_have_text(
+        "state a hypothesis first: a change tests one"
+    )
+    expect(a.get_by_test_id("console-revert-new-login")).to_be_disabled()
+    expect(a.get_by_test_id("console-revert-why-new-login")).to_have_text(
+        "state a hypothesis first: a revert tests one too"
+    )
     expect(b.get_by_test_id("current-change")).to_contain_text("None")
     hypothesis = "The new login flow rejects tokens issued before the key rotation"
     a.get_by_test_id("hypothesis-input").fill(hypothesis)
     a.get_by_role("button", name="State it").click()
     expect(b.get_by_test_id("current-hypothesis")).to_contain_text(hypothesis, timeout=LIVE)
     expect(b.get_by_test_id("current-hypothesis")).to_contain_text("by commander")
+    expect(start).to_be_enabled(timeout=LIVE)
+    expect(a.get_by_test_id("change-start-why")).to_have_count(0)
 
-    # 4. Every change names its revert; then it is the one change in progress, in both browsers.
+    # 3b. A flag chosen for the change shows its settings and fills in its revert.
+    a.get_by_test_id("change-flag").fill("new-login")
+    expect(a.get_by_test_id("change-flag-current")).to_contain_text("new-login is now")
+    expect(a.get_by_test_id("change-revert-plan")).to_have_value(
+        re.compile(r"^restore new-login v")
+    )
+    a.get_by_test_id("change-flag").fill("")
+    expect(a.get_by_test_id("change-revert-plan")).to_have_value("")
+
+    # 4. Every change names its revert (the browser asks for one; "n/a" is refused beside the
+    # form); then it is the one change in progress, in both browsers.
     change, revert = "Re-issue signing keys to the login service", "restore the previous key set"
     _start_change(a, change, "token errors drop below 0.5% in 5 min", "")
-    _error(a, "every change names its revert")
+    expect(a.locator("#change-form [name=revert_plan]:invalid")).to_have_count(1)
+    _start_change(a, change, "token errors drop below 0.5% in 5 min", "n/a")
+    _error(a, "#change-result", "“n/a” is not a revert")
     a.get_by_test_id("change-revert-plan").fill(revert)
     a.get_by_role("button", name="Start the change").click()
-    expect(a.locator("#action-result").get_by_test_id("action-ok")).to_have_text("change started")
+    _ok(a, "#change-result", "change started")
     for page in (a, b):
         expect(page.get_by_test_id("current-change")).to_contain_text(change, timeout=LIVE)
         expect(page.get_by_test_id("change-revert")).to_have_text(revert)
     screenshot(a, "incident-console-change-started-A")
 
-    # 5. One change at a time: the second is refused naming the first.
-    _start_change(a, "Restart the login pods", "errors drop", "nothing: pods come back")
-    _error(a, f"change “{change}” is in progress")
+    # 5. One change at a time: Start is greyed out naming the first, and so is Revert.
+    expect(start).to_be_disabled(timeout=LIVE)
+    expect(a.get_by_test_id("change-start-why")).to_contain_text(
+        f"change “{change}” is in progress"
+    )
+    expect(a.get_by_test_id("console-revert-new-login")).to_be_disabled()
     # 9a. Nor can the incident be resolved while the change is in progress.
     a.get_by_test_id("status-resolved").click()
-    _error(a, f"change “{change}” is still in progress")
+    _error(a, "#status-result", f"change “{change}” is still in progress")
     expect(b.get_by_test_id("incident-status")).to_have_text("declared")
 
     # 6. Not better: revert. It leaves "in progress" in B's view, and the timeline says so.
@@ -206,36 +236,47 @@ def test_incident_console__commander_and_responder_in_two_browsers__worked_to_re
     expect(reverted.locator(".who")).to_have_text("commander")
     screenshot(b, "incident-console-after-revert-B")
 
-    # 7. One-click flag revert. C, a second commander, has the console open at the same version;
-    # A's revert is pushed to C too, so C's click is made stale by hand, as a click racing the
-    # push would be: the server refuses it, naming who changed the flag.
+    # 7. One-click flag revert, a change under the hypothesis. Its dialog names the settings. C,
+    # a second commander, has the console open at the same version; A's revert is pushed to C
+    # too, so C's click is made stale by hand, as a click racing the push would be: the server
+    # refuses it beside C's button, naming who changed the flag.
     c = new_page()
     dialogs["C"] = _dialogs(c)
     login(c, "commander")
     _live(c, console)
     state = b.get_by_test_id("console-flag-state-new-login")
-    seen = int(re.match(r"v(\d+)", state.inner_text()).group(1))
+    seen, now = re.match(r"v(\d+) · (.+)$", state.inner_text()).groups()
+    seen = int(seen)
+    button = a.get_by_test_id("console-revert-new-login")
+    expect(button).to_be_enabled()
+    target = button.inner_text().removeprefix("Revert to ")
     expect(c.get_by_test_id("console-flag-state-new-login")).to_contain_text(f"v{seen} ")
-    a.get_by_test_id("console-revert-new-login").click()
+    button.click()
     expect(state).to_contain_text(f"v{seen + 1} ", timeout=FLAG_LIVE)
-    expect(a.locator("#action-result").get_by_test_id("action-ok")).to_have_text(
-        "new-login reverted"
-    )
-    expect(_entry(b, f"new-login reverted v{seen} → v{seen + 1}")).to_have_count(1)
-    assert f"confirm: Revert new-login from v{seen} to the version before it?" in dialogs["A"]
+    _ok(a, "#revert-result-new-login", "new-login reverted")
+    assert f"confirm: Revert new-login: {now} (v{seen}) → {target} (v{seen - 1})?" in dialogs["A"]
+    flag_line = f"new-login reverted: {now} (v{seen}) → {target} (v{seen + 1})"
+    expect(_entry(b, flag_line)).to_have_count(1)
+    expect(b.get_by_test_id("current-change")).to_contain_text(f"Revert new-login v{seen} ({now})")
+    expect(b.get_by_test_id("change-revert")).to_have_text(f"restore new-login v{seen} ({now})")
     expect(c.get_by_test_id("console-flag-state-new-login")).to_contain_text(f"v{seen + 1} ")
     c.get_by_test_id("console-flag-new-login").locator("input[name=seen_version]").evaluate(
         f"(input) => input.value = '{seen}'"
     )
+    c.get_by_test_id("console-revert-new-login").evaluate("(button) => button.disabled = false")
     c.get_by_test_id("console-revert-new-login").click()
-    _error(c, f"new-login is already at v{seen + 1} (changed by commander")
+    _error(
+        c, "#revert-result-new-login", f"new-login is already at v{seen + 1} (changed by commander"
+    )
     expect(state).to_contain_text(f"v{seen + 1} ")  # reverted once, not twice
+    # The revert is verified like any change: better, so it holds.
+    a.get_by_test_id("change-better").click()
+    expect(b.get_by_test_id("current-change")).to_contain_text("None", timeout=LIVE)
+    expect(_entry(b, "better: holding")).to_contain_text(f"new-login stays {target}")
 
     # 8. The responder, pre-authorized, breaks the glass; the commander sees it on the timeline.
     b.get_by_test_id("glass-disable-retries").click()
-    expect(b.locator("#action-result").get_by_test_id("action-ok")).to_have_text(
-        "break-glass flipped"
-    )
+    _ok(b, "[data-testid=glass-result-disable-retries]", "break-glass flipped")
     glass = _entry(a, "BREAK-GLASS")
     expect(glass).to_contain_text("Stop client retries (shed load) turned ON by responder")
     expect(glass.locator(".who")).to_have_text("responder")

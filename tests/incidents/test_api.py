@@ -6,10 +6,10 @@ from typing import Any
 import pytest
 
 from accounts.services import api_token_create
-from incidents.models import Incident, TimelineEntry
-from incidents.services import change_start, hypothesis_state, narration_post
+from incidents.models import Change, Incident, TimelineEntry
+from incidents.services import change_start, change_verify, hypothesis_state, narration_post
 from ledger.models import LedgerEntry
-from rollouts.models import Plan
+from rollouts.models import Flag, Plan
 
 pytestmark = pytest.mark.django_db
 DECLARE = "/api/incidents/"
@@ -345,3 +345,90 @@ def test_triage_api__responder_or_unknown_incident__403_and_404(
 
     assert refused.status_code == 403
     assert missing.status_code == 404
+
+
+# --- one-click flag revert -----------------------------------------------------------------------
+
+
+def _revert_url(incident: Incident) -> str:
+    return f"/api/incidents/{incident.pk}/flag-revert"
+
+
+def test_flag_revert_api__open_hypothesis__201_with_the_change_to_verify(
+    client, incident, commander, changed_flag
+):
+    hypothesis_state(incident_id=incident.pk, statement="checkout-v2 breaks carts", actor=commander)
+
+    response = post(
+        client,
+        _revert_url(incident),
+        {"flag": "checkout-v2", "seen_version": 2, "expected_effect": "carts work again"},
+        token_for(commander),
+    )
+
+    assert response.status_code == 201, response.content
+    change = Change.objects.get()
+    assert response.json() == {
+        "incident": incident.pk,
+        "change": change.pk,
+        "description": "Revert checkout-v2 v2 (on at 50%) → off",
+        "expected_effect": "carts work again",
+        "revert": "restore checkout-v2 v2 (on at 50%)",
+        "status": "in_progress",
+        "flag": "checkout-v2",
+        "version": 3,
+    }
+    assert Flag.objects.get(key="checkout-v2").current.number == 3
+
+
+def test_flag_revert_api__no_hypothesis_or_a_revert_of_a_revert__409_with_the_consoles_words(
+    client, incident, commander, changed_flag
+):
+    raw = token_for(commander)
+    body = {"flag": "checkout-v2", "seen_version": 2}
+
+    no_hypothesis = post(client, _revert_url(incident), body, raw)
+    hypothesis_state(incident_id=incident.pk, statement="checkout-v2 breaks carts", actor=commander)
+    first = post(client, _revert_url(incident), body, raw)
+    change_verify(
+        incident_id=incident.pk, change_id=first.json()["change"], better=True, actor=commander
+    )
+    again = post(client, _revert_url(incident), {"flag": "checkout-v2", "seen_version": 3}, raw)
+
+    assert no_hypothesis.status_code == 409
+    assert no_hypothesis.json() == {"error": "state a hypothesis first: a revert tests one too"}
+    assert again.status_code == 409 and "a revert never raises exposure" in again.json()["error"]
+    assert Flag.objects.get(key="checkout-v2").current.number == 3
+    assert Change.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ({"flag": "checkout-v2"}, "seen_version: required"),
+        ({"flag": "checkout-v2", "seen_version": "2"}, "seen_version: required"),
+        ({"seen_version": 2}, "flag: required"),
+        ({"flag": "checkout-v2", "seen_version": 2, "why": "x"}, "unknown field(s) why"),
+    ],
+)
+def test_flag_revert_api__bad_body__400_and_the_flag_untouched(
+    client, incident, commander, changed_flag, body, reason
+):
+    hypothesis_state(incident_id=incident.pk, statement="checkout-v2 breaks carts", actor=commander)
+
+    response = post(client, _revert_url(incident), body, token_for(commander))
+
+    assert response.status_code == 400 and reason in response.json()["error"]
+    assert changed_flag.versions.count() == 2
+
+
+def test_flag_revert_api__responder_or_unknown_incident__403_and_404(
+    client, incident, responder, commander, changed_flag
+):
+    body = {"flag": "checkout-v2", "seen_version": 2}
+
+    refused = post(client, _revert_url(incident), body, token_for(responder))
+    missing = post(client, "/api/incidents/999999/flag-revert", body, token_for(commander))
+
+    assert refused.status_code == 403 and missing.status_code == 404
+    assert changed_flag.versions.count() == 2

@@ -52,8 +52,9 @@ def _ledger(incident: Incident) -> list[str]:
 
 
 def test_incident_flag_revert__six_commanders_same_seen_version__reverted_once(
-    incident, changed_flag, role_user
+    incident, commander, changed_flag, role_user
 ):
+    hypothesis_state(incident_id=incident.pk, statement="checkout-v2 breaks EU", actor=commander)
     commanders = [role_user("commander", username=f"ic{i}") for i in range(6)]
 
     done, refused, crashed = _all_at_once(
@@ -64,17 +65,21 @@ def test_incident_flag_revert__six_commanders_same_seen_version__reverted_once(
     )
 
     assert crashed == []
-    [version] = done
-    winner = version.author.username
+    [change] = done
+    version, winner = change.flag_version, change.started_by.username
     assert version.number == 3 and version.restored_from.number == 1
+    assert version.author == change.started_by
     assert changed_flag.versions.count() == 3
+    assert list(Change.objects.all()) == [change]
+    # The others are told who reverted, not only that a change is now in progress.
     assert len(refused) == 5
     assert all(
         r.startswith(f"checkout-v2 is already at v3 (changed by {winner}: ") for r in refused
     )
-    assert _kinds(incident) == ["status", "role", "flag"]
-    assert incident.timeline.get(seq=3).author_label == winner
-    assert _ledger(incident) == ["incident.declared", "flag.reverted", "incident.flag_reverted"]
+    assert _kinds(incident) == ["status", "role", "hypothesis", "change"]
+    assert incident.timeline.get(seq=4).author_label == winner
+    assert _ledger(incident)[-2:] == ["flag.reverted", "incident.change_started"]
+    assert _ledger(incident).count("flag.reverted") == 1
 
 
 def test_change_start__six_at_once__one_change_in_progress(
@@ -128,4 +133,4 @@ def test_narration_post__twenty_at_once__numbered_without_gaps(incident, role_us
     stored = Incident.objects.get(pk=incident.pk)
     assert stored.last_seq == 22
     assert stored.last_narration_at == entries[-1].created_at
-    assert _ledger(incident) == ["incident.declared"]
+    assert _ledger(incident) == ["incident.declared", "incident.role_assigned"]

@@ -132,7 +132,7 @@ def test_postmortem_build__resolved_incident__every_section_from_the_record(stor
     [change] = pm["changes"]
     assert change["description"] == "checkout-v2 | to 0%"
     assert change["expected_effect"] == "5xx below 0.5% within 5 minutes"
-    assert change["revert_plan"] == "restore checkout-v2 v2"
+    assert change["revert_plan"] == "restore checkout-v2 v2 (on at 50%)"
     assert (change["verdict"], change["verified_by"], change["note"]) == (
         "not better: reverted",
         "ada",
@@ -256,7 +256,7 @@ def test_postmortem_markdown__resolved_incident__headings_change_table_and_timed
         "checkout-v2 \\| to 0%",
         "The 50% ramp of checkout-v2 broke carts",
         "5xx below 0.5% within 5 minutes",
-        "restore checkout-v2 v2",
+        "restore checkout-v2 v2 (on at 50%)",
         "checkout-v2 v3",
     ]
     assert row[7:] == ["not better: reverted", row[8], "still 4% after 6 min"]
@@ -294,7 +294,7 @@ def test_postmortem_page__commander__renders_every_section_and_escapes_narration
     ):
         assert f'data-testid="{testid}"' in page
     assert "1 h 05 min" in page and "20 min 00 s" in page
-    assert "restore checkout-v2 v2" in page and "not better: reverted" in page
+    assert "restore checkout-v2 v2 (on at 50%)" in page and "not better: reverted" in page
     assert "Alert on checkout 5xx per region" in page
     assert page.count('data-testid="pm-timeline-entry"') == story.last_seq
     assert "&lt;script&gt;alert(" in page

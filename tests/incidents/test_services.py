@@ -42,6 +42,8 @@ DECLARED = [
     (1, "status", "SEV2 declared by ada: Checkout 500s in eu-west"),
     (2, "role", "ada is incident commander"),
 ]
+# ... and its ledger: the declaration, then ada's command.
+DECLARED_LEDGER = ["incident.declared", "incident.role_assigned"]
 
 
 def _timeline(incident: Incident) -> list[tuple[int, str, str]]:
@@ -140,7 +142,7 @@ def test_incident_declare__commander_sev1__commands_it_with_10_minute_narration(
         (1, "status", "SEV1 declared by ada: Checkout 500s in eu-west"),
         (2, "role", "ada is incident commander"),
     ]
-    assert _ledger(stored) == ["incident.declared"]
+    assert _ledger(stored) == DECLARED_LEDGER
     assert _payload(stored, "incident.declared") == {
         "incident": stored.pk,
         "title": "Checkout 500s in eu-west",
@@ -148,6 +150,29 @@ def test_incident_declare__commander_sev1__commands_it_with_10_minute_narration(
         "source": "console",
         "services": ["checkout", "web"],
     }
+
+
+def test_incident_declare__commander__command_has_its_own_ledger_entry_like_a_handover(
+    commander, commander_2
+):
+    incident = incident_declare(title="Checkout 500s", severity=2, actor=commander)
+    command_handover(incident_id=incident.pk, to_username="bob", actor=commander)
+
+    # The ledger alone says who commanded from when: ada from the declaration, then bob.
+    entries = LedgerEntry.objects.filter(incident_id=incident.pk).order_by("seq")
+    assert [(e.action, e.actor_id, e.payload) for e in entries] == [
+        ("incident.declared", commander.pk, _payload(incident, "incident.declared")),
+        (
+            "incident.role_assigned",
+            commander.pk,
+            {"incident": incident.pk, "user": "ada", "role": "commander"},
+        ),
+        (
+            "incident.command_handed_over",
+            commander.pk,
+            {"incident": incident.pk, "from": "ada", "to": "bob"},
+        ),
+    ]
 
 
 def test_incident_declare__responder__declared_without_a_commander(responder):
@@ -176,7 +201,7 @@ def test_incident_declare__flag_key_and_earlier_detection__linked_and_kept(comma
     assert list(stored.flags.all()) == [changed_flag]
     assert stored.narration_minutes is None
     assert [kind for _, kind, _ in _timeline(stored)] == ["status", "role"]
-    assert _ledger(stored) == ["incident.declared"]
+    assert _ledger(stored) == DECLARED_LEDGER
 
 
 def test_incident_declare__alertmanager_without_actor__labelled_and_uncommanded():
@@ -260,7 +285,7 @@ def test_narration_post__responder__next_entry_and_last_narration_at(incident, r
     assert stored.last_seq == 3 and stored.last_narration_at == entry.created_at
     assert _timeline(stored) == [*DECLARED, (3, "narration", "5xx at 4% in eu-west only")]
     # Narration is the incident's record; the platform's ledger records state changes only.
-    assert _ledger(stored) == ["incident.declared"]
+    assert _ledger(stored) == DECLARED_LEDGER
 
 
 def test_narration_post__html_and_script__stored_verbatim(incident, responder):
@@ -297,7 +322,7 @@ def test_narration_post__empty_or_too_long__refused(incident, responder, text, w
     stored = _fresh(incident)
     assert stored.last_seq == 2 and stored.last_narration_at is None
     assert _timeline(stored) == DECLARED
-    assert _ledger(stored) == ["incident.declared"]
+    assert _ledger(stored) == DECLARED_LEDGER
 
 
 def test_narration_post__viewer__refused(incident, viewer):
@@ -329,7 +354,7 @@ def test_narration_post__correction__points_at_the_entry_and_keeps_it(incident, 
         (3, "narration", "DB primary failed over at 14:02"),
         (4, "narration", "Correction: the failover was at 14:12"),
     ]
-    assert _ledger(incident) == ["incident.declared"]
+    assert _ledger(incident) == DECLARED_LEDGER
 
 
 def test_narration_post__correcting_a_missing_entry__refused(incident, responder):
@@ -402,7 +427,7 @@ def test_incident_status_change__whole_path__timestamps_timeline_and_ledger(inci
     ]
     assert stored.timeline.get(seq=4).data == {"from": "investigating", "to": "mitigated"}
     assert _ledger(stored) == [
-        "incident.declared",
+        *DECLARED_LEDGER,
         "incident.investigating",
         "incident.mitigated",
         "incident.resolved",
@@ -442,7 +467,7 @@ def test_incident_status_change__not_allowed__refused_with_the_words(
         before.last_seq,
         before.resolved_at,
     )
-    assert len(_ledger(stored)) == 1 + len(path)
+    assert len(_ledger(stored)) == len(DECLARED_LEDGER) + len(path)
 
 
 def test_incident_status_change__unknown_status__invalid(incident, commander):
@@ -494,7 +519,7 @@ def test_incident_status_change__responder__refused(incident, responder):
     assert str(refused.value) == "cy may not change the incident's status"
     assert _fresh(incident).status == "declared"
     assert _timeline(incident) == DECLARED
-    assert _ledger(incident) == ["incident.declared"]
+    assert _ledger(incident) == DECLARED_LEDGER
 
 
 # --- command and roles ---------------------------------------------------------------------------
@@ -519,7 +544,7 @@ def test_command_handover__to_another_commander__one_row_ends_one_begins(
         *DECLARED,
         (3, "role", "bob is now incident commander (was ada)"),
     ]
-    assert _ledger(incident) == ["incident.declared", "incident.command_handed_over"]
+    assert _ledger(incident) == [*DECLARED_LEDGER, "incident.command_handed_over"]
     assert _payload(incident, "incident.command_handed_over") == {
         "incident": incident.pk,
         "from": "ada",
@@ -563,7 +588,7 @@ def test_command_handover__not_to_a_new_commander__refused(
         ("ada", "commander", None)
     ]
     assert _timeline(incident) == DECLARED
-    assert _ledger(incident) == ["incident.declared"]
+    assert _ledger(incident) == DECLARED_LEDGER
 
 
 def test_command_handover__responder__refused(incident, responder, commander_2):
@@ -582,7 +607,7 @@ def test_role_assign__scribe__recorded(incident, commander, responder):
         ("cy", "scribe"),
     ]
     assert _timeline(incident)[-1] == (3, "role", "cy is Scribe")
-    assert _ledger(incident) == ["incident.declared", "incident.role_assigned"]
+    assert _ledger(incident) == [*DECLARED_LEDGER, "incident.role_assigned"]
 
 
 def test_role_assign__commander__refused_command_moves_by_handover(
@@ -606,7 +631,7 @@ def test_hypothesis_state__none_open__stated(incident, commander):
         (3, "hypothesis", "Hypothesis: eu-west DB pool exhausted"),
     ]
     assert incident.timeline.get(seq=3).data == {"hypothesis": hypothesis.pk}
-    assert _ledger(incident) == ["incident.declared", "incident.hypothesis"]
+    assert _ledger(incident) == [*DECLARED_LEDGER, "incident.hypothesis"]
 
 
 def test_hypothesis_state__one_already_open__refused(incident, commander):
@@ -622,7 +647,7 @@ def test_hypothesis_state__one_already_open__refused(incident, commander):
         "eu-west DB pool exhausted"
     ]
     assert len(_timeline(incident)) == 3
-    assert _ledger(incident) == ["incident.declared", "incident.hypothesis"]
+    assert _ledger(incident) == [*DECLARED_LEDGER, "incident.hypothesis"]
 
 
 def test_hypothesis_close__rejected__next_one_may_be_stated(incident, commander):
@@ -641,7 +666,7 @@ def test_hypothesis_close__rejected__next_one_may_be_stated(incident, commander)
         (4, "hypothesis", "Hypothesis rejected: eu-west DB pool exhausted"),
         (5, "hypothesis", "Hypothesis: bad deploy of checkout"),
     ]
-    assert _ledger(incident)[1:] == [
+    assert _ledger(incident)[len(DECLARED_LEDGER) :] == [
         "incident.hypothesis",
         "incident.hypothesis_rejected",
         "incident.hypothesis",
@@ -705,7 +730,7 @@ def test_change_start__no_open_hypothesis__refused(incident, commander):
     assert str(refused.value) == "state a hypothesis first: a change tests one"
     assert Change.objects.count() == 0
     assert _timeline(incident) == DECLARED
-    assert _ledger(incident) == ["incident.declared"]
+    assert _ledger(incident) == DECLARED_LEDGER
 
 
 @pytest.mark.parametrize(
@@ -733,6 +758,62 @@ def test_change_start__missing_field__refused(incident, commander, missing, word
     assert Change.objects.count() == 0
     assert len(_timeline(incident)) == 3
     assert "incident.change_started" not in _ledger(incident)
+
+
+@pytest.mark.parametrize("placeholder", ["n/a", "N/A", "none", "-", "TBD", "nothing.", "?"])
+def test_change_start__placeholder_revert__refused_say_how_it_is_undone(
+    incident, commander, placeholder
+):
+    _hypothesis(incident, commander)
+
+    with pytest.raises(InvalidInput) as refused:
+        change_start(
+            incident_id=incident.pk,
+            description="Restart the checkout pods",
+            expected_effect="5xx below 1% within 5 min",
+            revert_plan=f" {placeholder} ",
+            actor=commander,
+        )
+
+    assert str(refused.value) == (
+        f"“{placeholder}” is not a revert: say how this change is undone before it starts (when "
+        "nothing needs undoing, say why, e.g. “nothing to undo: the warm-up only reads”)"
+    )
+    assert Change.objects.count() == 0
+    assert "incident.change_started" not in _ledger(incident)
+
+
+def test_change_start__flag_change_with_placeholder_revert__refused_flag_untouched(
+    incident, commander, changed_flag
+):
+    _hypothesis(incident, commander)
+
+    with pytest.raises(InvalidInput, match="“n/a” is not a revert"):
+        change_start(
+            incident_id=incident.pk,
+            description="Turn checkout-v2 off",
+            expected_effect="5xx below 1%",
+            revert_plan="n/a",
+            actor=commander,
+            flag_key="checkout-v2",
+            flag_changes={"enabled": False},
+        )
+
+    assert changed_flag.versions.count() == 2 and Change.objects.count() == 0
+
+
+def test_change_start__revert_saying_why_nothing_needs_undoing__started(incident, commander):
+    _hypothesis(incident, commander)
+
+    change = change_start(
+        incident_id=incident.pk,
+        description="Warm the token cache",
+        expected_effect="token errors below 0.5%",
+        revert_plan="nothing to undo: the warm-up only reads",
+        actor=commander,
+    )
+
+    assert change.revert_plan == "nothing to undo: the warm-up only reads"
 
 
 def test_change_start__one_in_progress__refused_naming_it(incident, commander):
@@ -771,15 +852,15 @@ def test_change_start__flag_change__flag_flipped_and_revert_is_previous_version(
     assert (v3.number, v3.enabled, v3.source, v3.author) == (3, False, "incident", commander)
     assert v3.reason == f"INC-{incident.pk}: Turn checkout-v2 off"
     assert (change.flag, change.flag_version) == (changed_flag, v3)
-    assert change.revert_plan == "restore checkout-v2 v2"
+    assert change.revert_plan == "restore checkout-v2 v2 (on at 50%)"
     assert list(incident.flags.all()) == [changed_flag]
     entry = incident.timeline.get(seq=4)
     assert (entry.kind, entry.text) == (
         "change",
-        "Change: Turn checkout-v2 off — expect: 5xx below 1% within 5 min — "
-        "revert: restore checkout-v2 v2",
+        "Change: Turn checkout-v2 off — checkout-v2: on at 50% (v2) → off (v3) — "
+        "expect: 5xx below 1% within 5 min — revert: restore checkout-v2 v2 (on at 50%)",
     )
-    assert entry.data == {"change": change.pk, "flag": "checkout-v2", "version": 3}
+    assert entry.data == {"change": change.pk, "flag": "checkout-v2", "from": 2, "version": 3}
     assert _ledger(incident)[-1] == "incident.change_started"
 
 
@@ -834,7 +915,8 @@ def test_change_verify__not_better_flag_change__flag_back_to_previous_version(
     assert _timeline(incident)[-1] == (
         5,
         "revert",
-        "Turn checkout-v2 off — not better: reverted (flag checkout-v2 back to v4): no effect",
+        "Turn checkout-v2 off — not better: reverted "
+        "(checkout-v2 restored: off (v3) → on at 50% (v4)): no effect",
     )
     # The flag's own entries carry the incident, so its ledger view has the before and after.
     assert _ledger(incident)[-4:] == [
@@ -907,7 +989,7 @@ def test_change_start__flag_change_that_changes_nothing__refused_flag_untouched(
     incident, commander, changed_flag
 ):
     _hypothesis(incident, commander)
-    with pytest.raises(InvalidInput, match="already has those settings"):
+    with pytest.raises(InvalidInput, match=r"already on at 50% \(v2\): the change would change"):
         change_start(
             incident_id=incident.pk,
             description="Make sure checkout-v2 is on",
@@ -950,18 +1032,34 @@ def test_change_verify__flag_changed_by_someone_since__revert_refused_naming_the
 
 
 # --- console flag revert -------------------------------------------------------------------------
+# The one-click revert is a change under the open hypothesis, verified like any other.
+
+REVERT_LINE = (
+    "Change: checkout-v2 reverted: on at 50% (v2) → off (v3) — expect: things improve once "
+    "checkout-v2 is off again (as in v1) — revert: restore checkout-v2 v2 (on at 50%)"
+)
 
 
-def test_incident_flag_revert__commander__new_version_from_the_console(
-    incident, commander, changed_flag
-):
-    version = incident_flag_revert(
-        incident_id=incident.pk, flag_key="checkout-v2", seen_version=2, actor=commander
+def _revert(incident: Incident, actor, seen_version: int = 2, **extra) -> Change:
+    return incident_flag_revert(
+        incident_id=incident.pk,
+        flag_key="checkout-v2",
+        seen_version=seen_version,
+        actor=actor,
+        **extra,
     )
 
+
+def test_incident_flag_revert__open_hypothesis__a_change_under_it_with_its_own_revert(
+    incident, commander, changed_flag
+):
+    hypothesis = _hypothesis(incident, commander)
+
+    change = _revert(incident, commander)
+
     changed_flag.refresh_from_db()
+    version = changed_flag.current
     v1 = changed_flag.versions.get(number=1)
-    assert changed_flag.current == version and changed_flag.versions.count() == 3
     assert (version.number, version.restored_from, version.source, version.author) == (
         3,
         v1,
@@ -970,33 +1068,158 @@ def test_incident_flag_revert__commander__new_version_from_the_console(
     )
     assert version.enabled is False and version.rollout_percentage == Decimal("0.00")
     assert version.reason == f"INC-{incident.pk}: one-click revert from the incident console"
+    assert Change.objects.get() == change
+    assert (change.hypothesis, change.status, change.started_by) == (
+        hypothesis,
+        "in_progress",
+        commander,
+    )
+    assert (change.flag, change.flag_version) == (changed_flag, version)
+    assert change.description == "Revert checkout-v2 v2 (on at 50%) → off"
+    assert change.expected_effect == "things improve once checkout-v2 is off again (as in v1)"
+    assert change.revert_plan == "restore checkout-v2 v2 (on at 50%)"
     assert list(incident.flags.all()) == [changed_flag]
-    assert _timeline(incident) == [*DECLARED, (3, "flag", "checkout-v2 reverted v2 → v3")]
-    assert incident.timeline.get(seq=3).data == {"flag": "checkout-v2", "from": 2, "to": 3}
-    assert _ledger(incident) == ["incident.declared", "flag.reverted", "incident.flag_reverted"]
-    assert _payload(incident, "incident.flag_reverted") == {
-        "incident": incident.pk,
+    assert _timeline(incident)[-1] == (4, "change", REVERT_LINE)
+    assert incident.timeline.get(seq=4).data == {
+        "change": change.pk,
         "flag": "checkout-v2",
-        "to": 3,
+        "from": 2,
+        "version": 3,
+        "one_click_revert": True,
     }
+    assert _ledger(incident) == [
+        *DECLARED_LEDGER,
+        "incident.hypothesis",
+        "flag.reverted",
+        "incident.change_started",
+    ]
+    assert _payload(incident, "incident.change_started") == {
+        "incident": incident.pk,
+        "change": change.pk,
+        "description": "Revert checkout-v2 v2 (on at 50%) → off",
+        "revert": "restore checkout-v2 v2 (on at 50%)",
+        "flag": "checkout-v2",
+        "from": 2,
+        "version": 3,
+        "one_click_revert": True,
+    }
+
+
+def test_incident_flag_revert__expected_effect_given__kept(incident, commander, changed_flag):
+    _hypothesis(incident, commander)
+
+    change = _revert(incident, commander, expected_effect="  cart 5xx below 1% in 5 min ")
+
+    assert change.expected_effect == "cart 5xx below 1% in 5 min"
+    assert "— expect: cart 5xx below 1% in 5 min —" in _timeline(incident)[-1][2]
+
+
+def test_incident_flag_revert__no_open_hypothesis__refused_flag_untouched(
+    incident, commander, changed_flag
+):
+    with pytest.raises(TransitionRefused) as refused:
+        _revert(incident, commander)
+
+    assert str(refused.value) == "state a hypothesis first: a revert tests one too"
+    assert changed_flag.versions.count() == 2 and Change.objects.count() == 0
+    assert _timeline(incident) == DECLARED
+    assert _ledger(incident) == DECLARED_LEDGER
+
+
+def test_incident_flag_revert__change_in_progress__refused_like_a_second_change(
+    incident, commander, changed_flag
+):
+    _hypothesis(incident, commander)
+    drain = _drain(incident, commander)
+
+    with pytest.raises(TransitionRefused) as refused:
+        _revert(incident, commander)
+
+    assert str(refused.value) == (
+        "change “Drain eu-west” is in progress: verify it (hold or revert) before starting another"
+    )
+    assert changed_flag.versions.count() == 2
+    assert list(Change.objects.all()) == [drain]
+    assert "flag.reverted" not in _ledger(incident)
+
+
+def test_incident_flag_revert__not_better__change_verify_restores_the_version_it_reverted(
+    incident, commander, changed_flag
+):
+    _hypothesis(incident, commander)
+    change = _revert(incident, commander)
+
+    change_verify(incident_id=incident.pk, change_id=change.pk, better=False, actor=commander)
+
+    changed_flag.refresh_from_db()
+    v2, v4 = changed_flag.versions.get(number=2), changed_flag.current
+    assert (v4.number, v4.restored_from, v4.settings_text()) == (4, v2, "on at 50%")
+    change.refresh_from_db()
+    assert change.status == "reverted"
+    assert _timeline(incident)[-1] == (
+        5,
+        "revert",
+        "Revert checkout-v2 v2 (on at 50%) → off — not better: reverted "
+        "(checkout-v2 restored: off (v3) → on at 50% (v4))",
+    )
+    assert _ledger(incident)[-2:] == ["flag.restored", "incident.change_reverted"]
+
+
+def test_incident_flag_revert__better__held_then_the_next_change_may_start(
+    incident, commander, changed_flag
+):
+    _hypothesis(incident, commander)
+    change = _revert(incident, commander)
+    change_verify(incident_id=incident.pk, change_id=change.pk, better=True, actor=commander)
+
+    drain = _drain(incident, commander)
+
+    assert changed_flag.versions.count() == 3
+    assert _timeline(incident)[-2] == (
+        5,
+        "verification",
+        "Revert checkout-v2 v2 (on at 50%) → off — better: holding (checkout-v2 stays off (v3))",
+    )
+    assert list(Change.objects.values_list("status", flat=True)) == ["held", "in_progress"]
+    assert drain.status == "in_progress"
+
+
+def test_incident_flag_revert__revert_of_the_revert__refused_bad_version_stays_off(
+    incident, commander, changed_flag
+):
+    _hypothesis(incident, commander)
+    first = _revert(incident, commander)
+    change_verify(incident_id=incident.pk, change_id=first.pk, better=True, actor=commander)
+
+    with pytest.raises(TransitionRefused) as refused:
+        _revert(incident, commander, seen_version=3)
+
+    assert "a revert never raises exposure" in str(refused.value)
+    assert "would apply v2's settings (on at 50%, now off)" in str(refused.value)
+    changed_flag.refresh_from_db()
+    assert changed_flag.current.number == 3 and changed_flag.current.enabled is False
+    assert list(Change.objects.all()) == [first]
 
 
 def test_incident_flag_revert__same_seen_version_again__refused_naming_who(
     incident, commander, commander_2, changed_flag
 ):
-    incident_flag_revert(
-        incident_id=incident.pk, flag_key="checkout-v2", seen_version=2, actor=commander
-    )
+    _hypothesis(incident, commander)
+    _revert(incident, commander)
 
     with pytest.raises(TransitionRefused) as refused:
-        incident_flag_revert(
-            incident_id=incident.pk, flag_key="checkout-v2", seen_version=2, actor=commander_2
-        )
+        _revert(incident, commander_2)
 
+    # The flag is checked before "a change is in progress": bob learns that ada reverted it.
     assert str(refused.value).startswith("checkout-v2 is already at v3 (changed by ada")
-    assert changed_flag.versions.count() == 3
-    assert [kind for _, kind, _ in _timeline(incident)] == ["status", "role", "flag"]
-    assert _ledger(incident).count("incident.flag_reverted") == 1
+    assert changed_flag.versions.count() == 3 and Change.objects.count() == 1
+    assert [kind for _, kind, _ in _timeline(incident)] == [
+        "status",
+        "role",
+        "hypothesis",
+        "change",
+    ]
+    assert _ledger(incident).count("incident.change_started") == 1
 
 
 def _ramped_by_a_plan_step(flag: Flag) -> None:
@@ -1015,61 +1238,60 @@ def _ramped_by_a_plan_step(flag: Flag) -> None:
 
 
 @pytest.mark.parametrize("plan_flag", [False, True], ids=["no-plan-step", "plan-step-flag"])
-def test_incident_flag_revert__responder__refused(incident, responder, changed_flag, plan_flag):
+def test_incident_flag_revert__responder__refused(
+    incident, commander, responder, changed_flag, plan_flag
+):
+    _hypothesis(incident, commander)
     if plan_flag:
         _ramped_by_a_plan_step(changed_flag)
 
     with pytest.raises(TransitionRefused) as refused:
-        incident_flag_revert(
-            incident_id=incident.pk, flag_key="checkout-v2", seen_version=2, actor=responder
-        )
+        _revert(incident, responder)
 
     assert str(refused.value).startswith("cy may not ")
     changed_flag.refresh_from_db()
     assert changed_flag.current.number == 2 and changed_flag.versions.count() == 2
-    assert _timeline(incident) == DECLARED
-    assert _ledger(incident) == ["incident.declared"]
+    assert Change.objects.count() == 0 and len(_timeline(incident)) == 3
 
 
-def test_incident_flag_revert__tpm_flag_no_plan_step_owns__refused(incident, tpm, changed_flag):
+def test_incident_flag_revert__tpm_flag_no_plan_step_owns__refused(
+    incident, commander, tpm, changed_flag
+):
+    _hypothesis(incident, commander)
+
     with pytest.raises(TransitionRefused) as refused:
-        incident_flag_revert(
-            incident_id=incident.pk, flag_key="checkout-v2", seen_version=2, actor=tpm
-        )
+        _revert(incident, tpm)
 
     assert str(refused.value) == "eve may not revert flags that no plan step owns"
-    assert changed_flag.versions.count() == 2
-    assert _timeline(incident) == DECLARED
-    assert _ledger(incident) == ["incident.declared"]
+    assert changed_flag.versions.count() == 2 and Change.objects.count() == 0
 
 
-def test_incident_flag_revert__tpm_flag_a_plan_step_ramps__reverted(incident, tpm, changed_flag):
+def test_incident_flag_revert__tpm_flag_a_plan_step_ramps__a_change_the_commander_verifies(
+    incident, commander, tpm, changed_flag
+):
+    _hypothesis(incident, commander)
     _ramped_by_a_plan_step(changed_flag)
 
-    version = incident_flag_revert(
-        incident_id=incident.pk, flag_key="checkout-v2", seen_version=2, actor=tpm
-    )
+    change = _revert(incident, tpm)
+    change_verify(incident_id=incident.pk, change_id=change.pk, better=True, actor=commander)
 
-    changed_flag.refresh_from_db()
-    assert changed_flag.current == version
-    assert (version.number, version.restored_from.number, version.author) == (3, 1, tpm)
-    assert _timeline(incident) == [*DECLARED, (3, "flag", "checkout-v2 reverted v2 → v3")]
-    assert incident.timeline.get(seq=3).author_label == "eve"
-    assert _ledger(incident) == ["incident.declared", "flag.reverted", "incident.flag_reverted"]
+    change.refresh_from_db()
+    assert (change.started_by, change.verified_by, change.status) == (tpm, commander, "held")
+    assert (change.flag_version.number, change.flag_version.author) == (3, tpm)
+    assert incident.timeline.get(seq=4).text == REVERT_LINE
+    assert incident.timeline.get(seq=4).author_label == "eve"
 
 
 def test_incident_flag_revert__resolved_incident__refused(incident, commander, changed_flag):
     _move(incident, commander, "resolved")
 
     with pytest.raises(TransitionRefused) as refused:
-        incident_flag_revert(
-            incident_id=incident.pk, flag_key="checkout-v2", seen_version=2, actor=commander
-        )
+        _revert(incident, commander)
 
     assert str(refused.value) == f"INC-{incident.pk} is resolved: reverting flags is closed"
     assert changed_flag.versions.count() == 2
     assert [kind for _, kind, _ in _timeline(incident)] == ["status", "role", "status"]
-    assert "incident.flag_reverted" not in _ledger(incident)
+    assert "incident.change_started" not in _ledger(incident)
 
 
 # --- break-glass ---------------------------------------------------------------------------------
@@ -1090,9 +1312,13 @@ def test_break_glass_flip__commander_on__flag_fully_on_and_loud(incident, comman
     assert list(incident.flags.all()) == [flag]
     assert _timeline(incident) == [
         *DECLARED,
-        (3, "break_glass", "BREAK-GLASS: shed load turned ON by ada (shed-load v2)"),
+        (
+            3,
+            "break_glass",
+            "BREAK-GLASS: shed load turned ON by ada (shed-load: off (v1) → on at 100% (v2))",
+        ),
     ]
-    assert _ledger(incident) == ["incident.declared", "flag.changed", "incident.break_glass"]
+    assert _ledger(incident) == [*DECLARED_LEDGER, "flag.changed", "incident.break_glass"]
     assert _payload(incident, "incident.break_glass") == {
         "incident": incident.pk,
         "switch": "shed load",
@@ -1112,7 +1338,7 @@ def test_break_glass_flip__listed_responder__may_flip(incident, responder, make_
     assert _timeline(incident)[-1] == (
         3,
         "break_glass",
-        "BREAK-GLASS: shed load turned ON by cy (shed-load v2)",
+        "BREAK-GLASS: shed load turned ON by cy (shed-load: off (v1) → on at 100% (v2))",
     )
     assert _ledger(incident)[-1] == "incident.break_glass"
 
@@ -1129,7 +1355,7 @@ def test_break_glass_flip__unlisted_responder__refused(
     flag = Flag.objects.get(key="shed-load")
     assert flag.current.number == 1 and flag.current.enabled is False
     assert _timeline(incident) == DECLARED
-    assert _ledger(incident) == ["incident.declared"]
+    assert _ledger(incident) == DECLARED_LEDGER
 
 
 def test_break_glass_define__viewer_named__refused_read_only_stays_read_only(viewer, responder):
@@ -1183,7 +1409,7 @@ def test_action_item_add__title_and_owner__stored_and_ledgered(incident, respond
     assert item.pk == ActionItem.objects.get().pk
     # A follow-up, not something that happened during the incident: the timeline is unchanged.
     assert _timeline(incident) == DECLARED
-    assert _ledger(incident) == ["incident.declared", "incident.action_item"]
+    assert _ledger(incident) == [*DECLARED_LEDGER, "incident.action_item"]
     assert _payload(incident, "incident.action_item") == {
         "incident": incident.pk,
         "title": "Alert on checkout 5xx per region",
@@ -1200,7 +1426,7 @@ def test_action_item_add__missing_title_or_owner__refused(incident, responder, t
 
     assert str(refused.value) == "an action item needs a title and an owner"
     assert ActionItem.objects.count() == 0
-    assert _ledger(incident) == ["incident.declared"]
+    assert _ledger(incident) == DECLARED_LEDGER
 
 
 def test_action_item_add__viewer__refused(incident, viewer):
