@@ -220,6 +220,21 @@ class Governance(RuleBasedStateMachine):
                 assert _exposure(after["current"]) <= _exposure(self.attempt_start[pk]), (
                     f"{name}: step {pk} reverted to more exposure than its attempt began at"
                 )
+        # 4. A console flag change is a change under a hypothesis, or that change's own revert.
+        from incidents.models import Change
+
+        for version in new_versions:
+            if version.source != FlagVersion.Source.INCIDENT:
+                continue
+            made = Change.objects.filter(flag_version=version, hypothesis__isnull=False).exists()
+            undone = version.restored_from_id is not None and (
+                Change.objects.filter(
+                    flag_version__number=version.restored_from.number + 1,
+                    flag=self.flag,
+                    status="reverted",
+                ).exists()
+            )
+            assert made or undone, f"{name}: incident v{version.number} is no change's"
         # 3. One ledger entry per change.
         for version in new_versions:
             rows = LedgerEntry.objects.filter(
@@ -394,6 +409,89 @@ class Governance(RuleBasedStateMachine):
                 reason="on purpose",
                 source="board",
             ),
+        )
+
+    # --- an incident on the same flag, run from the console ------------------------------------
+
+    def _incident(self):
+        from incidents.services import incident_declare
+
+        if not hasattr(self, "incident_id"):
+            from tests.factories import UserFactory
+
+            self.commander = UserFactory(role="commander")
+            self.incident_id = incident_declare(
+                title="sim", severity=2, actor=self.commander, flag_keys=[self.flag.key]
+            ).pk
+        return self.incident_id
+
+    @rule()
+    @precondition(lambda self: hasattr(self, "flag"))
+    def hypothesis(self) -> None:
+        from incidents.services import hypothesis_state
+
+        incident_id = self._incident()
+        self._act(
+            "incident.hypothesis",
+            lambda: hypothesis_state(
+                incident_id=incident_id, statement="the flag did it", actor=self.commander
+            ),
+        )
+
+    @rule(pct=st.sampled_from([0, 5, 50]), enabled=st.booleans())
+    @precondition(lambda self: hasattr(self, "flag"))
+    def incident_change(self, pct, enabled) -> None:
+        from incidents.services import change_start
+
+        incident_id = self._incident()
+        self._act(
+            "incident.change",
+            lambda: change_start(
+                incident_id=incident_id,
+                description="flag change",
+                expected_effect="errors drop",
+                revert_plan="",
+                actor=self.commander,
+                flag_key=self.flag.key,
+                flag_changes={"enabled": enabled, "rollout_percentage": pct},
+            ),
+        )
+
+    @rule(better=st.booleans())
+    @precondition(lambda self: hasattr(self, "incident_id"))
+    def incident_verify(self, better) -> None:
+        from incidents.models import Change
+        from incidents.services import change_verify
+
+        change = Change.objects.filter(incident_id=self.incident_id, status="in_progress").first()
+        if change is None:
+            return
+        self._act(
+            "incident.verify",
+            lambda: change_verify(
+                incident_id=self.incident_id,
+                change_id=change.pk,
+                better=better,
+                actor=self.commander,
+            ),
+        )
+
+    @rule()
+    @precondition(lambda self: hasattr(self, "flag") and self._versions() > 1)
+    def incident_revert(self) -> None:
+        from incidents.services import incident_flag_revert
+
+        incident_id = self._incident()
+        seen = Flag.objects.select_related("current").get(pk=self.flag.pk).current.number
+        self._act(
+            "incident.revert",
+            lambda: incident_flag_revert(
+                incident_id=incident_id,
+                flag_key=self.flag.key,
+                seen_version=seen,
+                actor=self.commander,
+            ),
+            kind="one-click",
         )
 
     @rule(accept=st.booleans())
