@@ -181,9 +181,11 @@ def flag_version_create(
     before = flag.current
     number = (before.number + 1) if before else 1
     candidate = FlagVersion(flag=flag, number=number, **normalized)
+    # Only a raise reads the plans that ramp this flag.
     if (
         step is None
         and not break_glass
+        and candidate.exposes_more_than(before)
         and (
             refusal := exposure_raise_blocker(
                 candidate, current=before, governing=_waiting_ramp_steps(flag)
