@@ -1,4 +1,4 @@
-.PHONY: bench soak
+.PHONY: bench soak fuzz
 
 # OFREP load test: PostgreSQL + Redis + uvicorn --workers 2, measured with wrk (see bench/RESULTS.md).
 # Detect-to-revert: breaching sample -> worker reverts the flag -> websocket push, with 500 steps
@@ -17,3 +17,9 @@ SOAK_STEPS ?= 60
 soak:
 	STEPWISE_SIM_EXAMPLES=$(SOAK_EXAMPLES) STEPWISE_SIM_STEPS=$(SOAK_STEPS) STEPWISE_SIM_TIMEOUT=86400 \
 		.venv/bin/python -m pytest tests/governance -s -p no:cacheprovider
+
+# Every JSON endpoint fuzzed with bodies of the right shape (tests/core): FUZZ_EXAMPLES per
+# endpoint. CI runs 25.
+FUZZ_EXAMPLES ?= 2000
+fuzz:
+	STEPWISE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) .venv/bin/python -m pytest tests/core -s -p no:cacheprovider -k fuzz

@@ -3,16 +3,15 @@ revert. Errors are JSON with a reason: 400 for input, 403 for permission, 404 fo
 incident, 409 for a refused action."""
 
 import functools
-import json
 from collections.abc import Callable
 from typing import Any
 
-from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, JsonResponse
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts.api import api_endpoint
+from core.http import BadBody, json_body, json_object_body
 from incidents.alerts import AlertPayloadInvalid, alertmanager_ingest
 from incidents.models import Change, Incident
 from incidents.selectors import incident_as_dict
@@ -43,19 +42,16 @@ def _error(message: str, status: int, **extra: Any) -> JsonResponse:
 
 def _json(request: HttpRequest) -> Any:
     try:
-        body = request.body
-    except RequestDataTooBig as exc:
-        raise _BadRequest(_error("the request body is too large", 413)) from exc
-    try:
-        return json.loads(body)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise _BadRequest(_error(f"the body is not JSON: {exc}", 400)) from exc
+        return json_body(request)
+    except BadBody as exc:
+        raise _BadRequest(exc.response()) from exc
 
 
 def _json_object(request: HttpRequest, allowed: set[str]) -> dict[str, Any]:
-    body = _json(request)
-    if not isinstance(body, dict):
-        raise _BadRequest(_error("the body must be a JSON object", 400))
+    try:
+        body = json_object_body(request)
+    except BadBody as exc:
+        raise _BadRequest(exc.response()) from exc
     unknown = sorted(set(body) - allowed)
     if unknown:
         raise _BadRequest(

@@ -4,7 +4,6 @@ database again. Consumers only read: user actions arrive over HTTP."""
 
 import asyncio
 import contextlib
-import json
 import logging
 
 from channels.db import database_sync_to_async
@@ -12,6 +11,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.utils.html import escape
 
+from core.http import BadBody, json_parse
 from live.broadcast import stream_events_after
 from live.streams import (
     StreamNameInvalid,
@@ -49,9 +49,9 @@ def _status_html(state: str, text: str) -> str:
 
 def _parse_resume(text: str | None) -> dict[str, int]:
     try:
-        message = json.loads(text or "")
-    except ValueError as exc:
-        raise RefusedRequest(CLOSE_BAD_REQUEST, "replay request is not JSON") from exc
+        message = json_parse(text or "", max_depth=3)
+    except BadBody as exc:
+        raise RefusedRequest(CLOSE_BAD_REQUEST, f"replay request refused: {exc}") from exc
     if not isinstance(message, dict) or message.get("type") != "resume":
         raise RefusedRequest(
             CLOSE_BAD_REQUEST, 'expected {"type": "resume", "cursors": {stream: seq}}'

@@ -1,30 +1,22 @@
-import json
-
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_POST
 
 from accounts.api import api_endpoint
+from core.http import BadBody, json_object_body
 from rollouts.forms import DeployWebhookForm, StepActionForm
 from rollouts.services import InvalidInput, TransitionRefused
 from rollouts.services.deviations import deploy_report
 from rollouts.services.steps import step_transition
 
 
-def _json_body(request: HttpRequest) -> dict | None:
-    try:
-        body = json.loads(request.body or b"")
-    except ValueError:
-        return None
-    return body if isinstance(body, dict) else None
-
-
 @require_POST
 @api_endpoint(scope="deploys:write", permission="rollouts.view_step")
 def deploy_webhook(request: HttpRequest) -> JsonResponse:
     """POST {"service", "version", "target"}: confirms a running deploy step's target, or records a deviation."""
-    body = _json_body(request)
-    if body is None:
-        return JsonResponse({"error": "body must be a JSON object"}, status=400)
+    try:
+        body = json_object_body(request)
+    except BadBody as exc:
+        return exc.response()
     form = DeployWebhookForm(body)
     if not form.is_valid():
         return JsonResponse(
@@ -40,9 +32,10 @@ def deploy_webhook(request: HttpRequest) -> JsonResponse:
 @require_POST
 @api_endpoint(scope="plans:write", permission="rollouts.manage_plan")
 def step_action(request: HttpRequest, step_id: int) -> JsonResponse:
-    body = _json_body(request)
-    if body is None:
-        return JsonResponse({"error": "body must be a JSON object"}, status=400)
+    try:
+        body = json_object_body(request)
+    except BadBody as exc:
+        return exc.response()
     form = StepActionForm(body)
     if not form.is_valid():
         return JsonResponse(

@@ -19,6 +19,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from accounts.api import api_endpoint
+from core.http import BadBody, json_parse
 from rollouts.evaluation import (
     FLAG_NOT_FOUND,
     GENERAL,
@@ -106,9 +107,9 @@ def context_parse(raw: bytes) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        payload = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        raise EvaluationError(PARSE_ERROR, f"request body is not valid JSON: {exc}") from exc
+        payload = json_parse(raw)
+    except BadBody as exc:
+        raise EvaluationError(PARSE_ERROR, f"request body refused: {exc}") from exc
     if not isinstance(payload, dict):
         raise EvaluationError(PARSE_ERROR, 'request body must be a JSON object: {"context": {}}')
     return context_validate(payload.get("context"))
@@ -175,10 +176,6 @@ def bulk_answer(
         etag = _etag(current.revision, context)
     except EvaluationError as exc:
         return Answer(400, {"errorCode": exc.code, "errorDetails": exc.details})
-    except RecursionError:
-        return Answer(
-            400, {"errorCode": PARSE_ERROR, "errorDetails": "context is nested too deeply"}
-        )
     headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
     if _matches(if_none_match, etag):
         _record_fetch(token_id, current.revision)

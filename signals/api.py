@@ -1,10 +1,8 @@
-import json
-
-from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_POST
 
 from accounts.api import api_endpoint
+from core.http import BadBody, json_body
 from signals.services import MAX_BATCH, IngestInvalid, IngestTooLarge, samples_ingest
 
 
@@ -13,16 +11,13 @@ from signals.services import MAX_BATCH, IngestInvalid, IngestTooLarge, samples_i
 def metrics_ingest(request: HttpRequest) -> JsonResponse:
     """Ingest a batch of samples (format: docs/metrics-ingest.md). All or nothing."""
     try:
-        body = request.body
-    except RequestDataTooBig:
-        return JsonResponse(
-            {"error": f"the request body is too large; send at most {MAX_BATCH} samples a batch"},
-            status=413,
-        )
-    try:
-        payload = json.loads(body)
-    except (UnicodeDecodeError, ValueError) as exc:
-        return JsonResponse({"error": f"the body is not JSON: {exc}"}, status=400)
+        payload = json_body(request)
+    except BadBody as exc:
+        if exc.status == 413:
+            return JsonResponse(
+                {"error": f"{exc}; send at most {MAX_BATCH} samples a batch"}, status=413
+            )
+        return exc.response()
     try:
         written = samples_ingest(payload=payload)
     except IngestTooLarge as exc:
