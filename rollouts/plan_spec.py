@@ -21,6 +21,7 @@ from jsonschema import Draft202012Validator
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from core.text import text_problem
 from rollouts.graph import find_cycle
 from rollouts.models import Plan, Step
 from rollouts.verification_spec import (
@@ -412,10 +413,15 @@ class _Tree:
         if isinstance(node, SequenceNode):
             return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
         try:
-            return self._constructor.construct_object(node, deep=True)
+            value = self._constructor.construct_object(node, deep=True)
         except yaml.YAMLError as exc:
             self.error(path, f"cannot read this value: {getattr(exc, 'problem', exc)}")
             return None
+        problem = text_problem(value) if isinstance(value, str) else None
+        if problem:
+            self.error(path, problem)
+            return None
+        return value
 
     def _mapping(self, node: MappingNode, path: Path) -> dict[str, Any]:
         try:
@@ -430,7 +436,7 @@ class _Tree:
                 if isinstance(key_node, ScalarNode)
                 else None
             )
-            if not isinstance(key, str):
+            if not isinstance(key, str) or text_problem(key):
                 self.errors.append(
                     SpecError(format_path(path), "field names must be plain text", key_line)
                 )

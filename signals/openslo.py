@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
+from core.text import unsafe_text
 from signals.measurements import MeasurementInvalid, duration_seconds, duration_text
 from signals.selectors import MAX_WINDOW_SECONDS, PERCENTILES, QueryInvalid, matchers_parse
 from signals.services import METRIC_NAME
@@ -73,6 +74,9 @@ def openslo_parse(text: str) -> list[SLOSpec]:
     """The SLOs of an OpenSLO v1 file (one or more YAML documents), or SLOInvalid with every
     problem found, each with its path (`documents[0].spec.objectives[0].target`)."""
     documents = _documents_load(text)
+    unsafe = unsafe_text(documents, root="documents")
+    if unsafe:
+        raise SLOInvalid([unsafe])
     problems: Problems = []
     slis: dict[str, SLISpec | None] = {}
     sli_paths: dict[str, str] = {}
