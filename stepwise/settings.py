@@ -111,7 +111,9 @@ if DATABASE_URL:
                 "pool": {
                     "min_size": 1,
                     "max_size": int(os.environ.get("STEPWISE_DB_POOL_MAX", "16")),
-                    "timeout": 10,
+                    # A request waits this long for a connection, then answers 503 with
+                    # Retry-After (stepwise/views.py), instead of queueing without bound.
+                    "timeout": float(os.environ.get("STEPWISE_DB_POOL_TIMEOUT", "5")),
                 },
             }
         )

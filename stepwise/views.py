@@ -1,5 +1,9 @@
+import sys
+
 from django.contrib.auth.decorators import login_not_required
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.template.loader import render_to_string
 from django.views import csrf as csrf_views
 from django.views import defaults
 from django.views.decorators.cache import never_cache
@@ -59,7 +63,25 @@ def page_not_found(request: HttpRequest, exception: Exception | None = None) -> 
     return defaults.page_not_found(request, exception)
 
 
+DATABASE_RETRY_AFTER_SECONDS = 5
+
+
+def _database_unavailable() -> bool:
+    # Django calls this handler inside its `except`, so the exception is still in flight.
+    return isinstance(sys.exc_info()[1], OperationalError | InterfaceError)
+
+
 def server_error(request: HttpRequest) -> HttpResponse:
+    """500, except when the database is unreachable or its pool is exhausted: that is a 503 a
+    client may retry, and it says when."""
+    if _database_unavailable():
+        reason = "the database is busy or unreachable; retry shortly"
+        if _api(request):
+            response = JsonResponse({"error": reason}, status=503)
+        else:
+            response = HttpResponse(render_to_string("503.html", {"reason": reason}), status=503)
+        response["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
+        return response
     if _api(request):
         return JsonResponse({"error": "internal error: it was logged"}, status=500)
     return defaults.server_error(request)
