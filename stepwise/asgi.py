@@ -1,4 +1,5 @@
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 from django.core.asgi import get_asgi_application
 
@@ -8,15 +9,30 @@ django_asgi_app = get_asgi_application()
 from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs the app registry loaded)
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.db import connections  # noqa: E402
 from django.urls import path  # noqa: E402
 
 from accounts.checks import demo_passwords_check  # noqa: E402
 from live.consumers import LiveConsumer  # noqa: E402
 from live.origin import SameOriginValidator  # noqa: E402
 
+
+def _demo_passwords_problems() -> list:
+    # uvicorn (with --workers) imports this module inside its event loop, where Django refuses
+    # database access: ask from a thread of our own, and close its connection there.
+    def check() -> list:
+        try:
+            return demo_passwords_check()
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(check).result()
+
+
 # uvicorn does not run Django's system checks: refuse to serve a production site whose accounts
 # still have the published demo password.
-if problems := demo_passwords_check():
+if problems := _demo_passwords_problems():
     from django.core.exceptions import ImproperlyConfigured
 
     raise ImproperlyConfigured("; ".join(f"{p.msg} ({p.hint})" for p in problems))

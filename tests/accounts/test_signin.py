@@ -128,6 +128,13 @@ def test_demo_password_check__production_with_a_demo_password__error(settings, r
     assert demo_passwords_check() == []
 
 
+# uvicorn --workers imports the application inside its event loop: a check that touches the
+# database there must not trip Django's async-safety guard (it stopped the production server).
+IMPORT_AS_UVICORN_DOES = (
+    "import asyncio\nasync def load():\n    import stepwise.asgi\nasyncio.run(load())"
+)
+
+
 def _production_env(tmp_path) -> dict[str, str]:
     return {
         **{k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}},
@@ -148,7 +155,7 @@ def test_production__seed_demo_refused_and_a_demo_password_stops_the_server(tmp_
 
     seeded = run("manage.py", "seed_demo")
     assert seeded.returncode != 0 and "does not run with STEPWISE_ENV=production" in seeded.stderr
-    assert run("-c", "import stepwise.asgi").returncode == 0
+    assert run("-c", IMPORT_AS_UVICORN_DOES).returncode == 0
 
     made = run(
         "manage.py",
@@ -158,7 +165,7 @@ def test_production__seed_demo_refused_and_a_demo_password_stops_the_server(tmp_
         f"get_user_model().objects.create_superuser('admin', 'a@example.invalid', '{DEMO_PASSWORD}')",
     )
     assert made.returncode == 0, made.stderr
-    served = run("-c", "import stepwise.asgi")
+    served = run("-c", IMPORT_AS_UVICORN_DOES)
     assert served.returncode != 0
     assert "account(s) admin still have the published demo password" in served.stderr
     assert "stepwise.E001" in run("manage.py", "check").stderr
