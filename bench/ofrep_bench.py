@@ -8,11 +8,18 @@ registered as a flag consumer; then `wrk -t2 -c32 -d15s --latency` on three path
 - single: POST /ofrep/v1/evaluate/flags/{key}, a new targetingKey on every request
 - 304:    POST /ofrep/v1/evaluate/flags with If-None-Match of the current ETag
 
-Usage: python bench/ofrep_bench.py [--duration 15s] [--verbose]   (or: make bench)
+Then the peer a team would pick instead, in the same run: Unleash 8 started by
+`../shared/peers/unleash/start` (its own PostgreSQL database, 20 flags at 25 %), `/api/frontend`
+(every flag evaluated for a new userId) and Stepwise's bulk path under the same wrk settings,
+interleaved (peer, Stepwise, peer, Stepwise). Nothing of the peer is typed in here: if it cannot
+start, the bench says so and measures Stepwise alone.
+
+Usage: python bench/ofrep_bench.py [--duration 15s] [--rounds 2] [--verbose]   (or: make bench)
 """
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -27,6 +34,7 @@ from served import ROOT, free_port, manage, production_env, psql, stop_and_drop,
 
 REDIS = "redis://127.0.0.1:6379/12"
 FLAGS = 20
+PEER = Path(os.environ.get("STEPWISE_UNLEASH_PEER", ROOT.parent / "shared" / "peers" / "unleash"))
 
 SEED = """
 import json
@@ -138,7 +146,10 @@ def _parse(output: str) -> dict:
     p50 = _ms(re.search(r"^\s+50%\s+(\S+)", output, re.M).group(1))
     p99 = _ms(re.search(r"^\s+99%\s+(\S+)", output, re.M).group(1))
     errors = re.search(r"Socket errors: (.*)", output)
-    unexpected = int(re.search(r"unexpected-status: (\d+)", output).group(1))
+    # The peer's script counts no statuses; wrk itself reports non-2xx/3xx answers.
+    counted = re.search(r"unexpected-status: (\d+)", output)
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    unexpected = int(counted.group(1)) if counted else int(non_2xx.group(1)) if non_2xx else 0
     total = int(re.search(r"(\d+) requests in", output).group(1))
     return {
         "rps": rps,
@@ -161,10 +172,67 @@ def _wrk(base: str, script: Path, duration: str) -> dict:
     return {**_parse(done.stdout), "raw": done.stdout}
 
 
+def _peer_start() -> tuple[str, str] | None:
+    """(pid, url) of a running Unleash, or None after saying why it could not start."""
+    start = PEER / "start"
+    if not start.exists():
+        print(f"peer: not measured: {start} does not exist (set STEPWISE_UNLEASH_PEER)")
+        return None
+    done = subprocess.run([str(start)], capture_output=True, text=True, timeout=600)
+    found = re.search(r"UNLEASH_PID=(\d+) UNLEASH_URL=(\S+)", done.stdout)
+    if done.returncode != 0 or not found:
+        why = (done.stderr or done.stdout).strip().splitlines()[-3:]
+        print(f"peer: not measured: Unleash did not start ({' / '.join(why)})")
+        return None
+    return found.group(1), found.group(2)
+
+
+def _peer_stop(pid: str) -> None:
+    subprocess.run([str(PEER / "stop"), pid], capture_output=True, timeout=60)
+
+
+def _row(name: str, result: dict) -> str:
+    problems = f"unexpected status {result['unexpected']}; socket errors {result['socket_errors']}"
+    if sample := re.search(r"unexpected-sample: (.*)", result["raw"]):
+        problems += f" (e.g. {sample.group(1)[:160]})"
+    return (
+        f"{name:<14} {result['rps']:>9.0f} {result['p50']:>8.2f} {result['p99']:>8.2f}"
+        f" {result['requests']:>9}  {problems}"
+    )
+
+
+def _side_by_side(base: str, bulk: Path, duration: str, rounds: int) -> None:
+    peer = _peer_start()
+    if peer is None:
+        return
+    pid, url = peer
+    try:
+        _wrk(url, PEER / "frontend.lua", "3s")  # warm-up, as Stepwise had
+        print(f"\nside by side, interleaved, {rounds} rounds of wrk -t2 -c32 -d{duration}:")
+        print(f"{'server':<14} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'requests':>9}  problems")
+        ours, theirs = [], []
+        for _ in range(rounds):
+            theirs.append(_wrk(url, PEER / "frontend.lua", duration))
+            print(_row("unleash", theirs[-1]))
+            ours.append(_wrk(base, bulk, duration))
+            print(_row("ofrep bulk", ours[-1]))
+    finally:
+        _peer_stop(pid)
+
+    def mean(results: list[dict], key: str) -> float:
+        return sum(r[key] for r in results) / len(results)
+
+    throughput = mean(ours, "rps") / mean(theirs, "rps")
+    tail = mean(ours, "p99") / mean(theirs, "p99")
+    print(f"OFREP bulk vs Unleash: throughput {throughput:.2f}x, p99 {tail:.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--duration", default="15s")
     parser.add_argument("--workers", default="2")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved peer/Stepwise rounds")
+    parser.add_argument("--no-peer", action="store_true", help="measure Stepwise alone")
     parser.add_argument("--verbose", action="store_true", help="print wrk's own output too")
     args = parser.parse_args()
     if not shutil.which("wrk"):
@@ -222,26 +290,14 @@ def main() -> None:
         print(
             f"OFREP bench: {FLAGS} flags, {args.workers} uvicorn workers, wrk -t2 -c32 -d{args.duration}"
         )
-        print(f"{'path':<8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'requests':>9}  problems")
-        results = {}
+        print(f"{'path':<14} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'requests':>9}  problems")
         for name, script in scripts.items():
-            result = results[name] = _wrk(base, script, args.duration)
-            problems = (
-                f"unexpected status {result['unexpected']}; socket errors {result['socket_errors']}"
-            )
-            if sample := re.search(r"unexpected-sample: (.*)", result["raw"]):
-                problems += f" (e.g. {sample.group(1)[:160]})"
-            print(
-                f"{name:<8} {result['rps']:>9.0f} {result['p50']:>8.2f} {result['p99']:>8.2f}"
-                f" {result['requests']:>9}  {problems}"
-            )
+            result = _wrk(base, script, args.duration)
+            print(_row(name, result))
             if args.verbose:
                 print(result["raw"])
-        bulk = results["bulk"]
-        verdict = "meets" if bulk["rps"] >= 2500 and bulk["p99"] <= 40 else "misses"
-        print(
-            f"bulk {verdict} the target (>= 2,500 req/s, p99 <= 40 ms; Unleash: 2,372 req/s, p99 44.8 ms)"
-        )
+        if not args.no_peer:
+            _side_by_side(base, scripts["bulk"], args.duration, args.rounds)
         held = manage(
             env, "shell", "-c",
             "from rollouts.models import FlagConsumer; print(FlagConsumer.objects.get(name='bench').held_revision)",
