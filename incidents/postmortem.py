@@ -13,6 +13,7 @@ from typing import Any
 from django.db.models import Q
 from django.utils import timezone
 
+from core.markdown import md_cell, md_text
 from incidents.models import Incident, RoleAssignment
 from ledger.models import LedgerEntry
 from rollouts.models import Decision, FlagVersion
@@ -255,24 +256,13 @@ def _at(value: datetime | None) -> str:
     return timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S") if value else NOT_REACHED
 
 
-def _cell(value: Any) -> str:
-    """A table cell: one line, and a literal pipe or backslash cannot end the cell early."""
-    text = " ".join(str(value if value not in (None, "") else NOT_REACHED).split())
-    return text.replace("\\", "\\\\").replace("|", "\\|")
-
-
 def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
     lines = [
         "| " + " | ".join(headers) + " |",
         "|" + "|".join("---" for _ in headers) + "|",
     ]
-    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(md_cell(v, empty=NOT_REACHED) for v in row) + " |" for row in rows]
     return lines
-
-
-def _block(text: str) -> str:
-    """Continuation lines indented, so a multi-line narration stays inside its bullet."""
-    return "\n  ".join(text.splitlines()) or NOT_REACHED
 
 
 def _held(until: datetime | None) -> str:
@@ -280,18 +270,19 @@ def _held(until: datetime | None) -> str:
 
 
 def postmortem_markdown(data: dict[str, Any]) -> str:
-    """The postmortem as Markdown text, for a document or a ticket. Nothing is HTML-escaped (it is
-    not HTML); table cells have their pipes escaped."""
+    """The postmortem as Markdown text, for a document or a ticket, safe to publish: every text a
+    person wrote goes through `md_text` (it reads as written and renders as text, never as HTML,
+    a link or structure)."""
     tz = timezone.get_current_timezone_name()
-    out = [f"# INC-{data['id']} postmortem: {data['title']}", ""]
-    commanders = " → ".join(c["user"] for c in data["commanders"]) or "nobody"
+    out = [f"# INC-{data['id']} postmortem: {md_text(data['title'])}", ""]
+    commanders = " → ".join(md_text(c["user"]) for c in data["commanders"]) or "nobody"
     out += [
-        f"- **Severity:** {data['severity']}",
-        f"- **Status:** {data['status']}",
-        f"- **Services:** {', '.join(data['services']) or NOT_REACHED}",
+        f"- **Severity:** {md_text(data['severity'])}",
+        f"- **Status:** {md_text(data['status'])}",
+        f"- **Services:** {md_text(', '.join(data['services']), empty=NOT_REACHED)}",
         f"- **Commander:** {commanders}",
-        f"- **Declared by:** {data['declared_by'] or data['source']}",
-        *(f"- **{m['label'].capitalize()}:** {_at(m['at'])}" for m in data["milestones"]),
+        f"- **Declared by:** {md_text(data['declared_by'] or data['source'])}",
+        *(f"- **{md_text(m['label'].capitalize())}:** {_at(m['at'])}" for m in data["milestones"]),
         f"- Times are {tz}. Drafted by Stepwise from the incident record at "
         f"{_at(data['generated_at'])}.",
         "",
@@ -304,7 +295,7 @@ def postmortem_markdown(data: dict[str, Any]) -> str:
         out += [
             f"## {heading}",
             "",
-            data[key]["text"] if data[key]["written"] else "_to be written_",
+            md_text(data[key]["text"], indent="") if data[key]["written"] else "_to be written_",
             "",
         ]
 
@@ -317,7 +308,7 @@ def postmortem_markdown(data: dict[str, Any]) -> str:
     out += ["## Command and roles", ""]
     if data["roles"]:
         out += [
-            f"- {r['role']}: **{r['user']}** from {_at(r['assumed_at'])}, {_held(r['until'])}"
+            f"- {md_text(r['role'])}: **{md_text(r['user'])}** from {_at(r['assumed_at'])}, {_held(r['until'])}"
             for r in data["roles"]
         ]
     else:
@@ -329,8 +320,8 @@ def postmortem_markdown(data: dict[str, Any]) -> str:
         system = " _(system)_" if e["system"] else ""
         corrects = f"corrects #{e['corrects']}: " if e["corrects"] else ""
         out.append(
-            f"- **{_at(e['at'])}** #{e['seq']} {e['author']} ({e['kind_label'].lower()}){system}: "
-            f"{corrects}{_block(e['text'])}"
+            f"- **{_at(e['at'])}** #{e['seq']} {md_text(e['author'])} ({md_text(e['kind_label'].lower())})"
+            f"{system}: {corrects}{md_text(e['text'], empty=NOT_REACHED)}"
         )
     if not data["timeline"]:
         out.append("- nothing recorded")
@@ -338,7 +329,8 @@ def postmortem_markdown(data: dict[str, Any]) -> str:
 
     out += ["## Hypotheses", ""]
     out += [
-        f"- **{h['status']}**: {h['statement']} (stated by {h['author']} at {_at(h['stated_at'])}"
+        f"- **{md_text(h['status'])}**: {md_text(h['statement'])} (stated by {md_text(h['author'])} at "
+        f"{_at(h['stated_at'])}"
         + (f", closed at {_at(h['closed_at'])})" if h["closed_at"] else ")")
         for h in data["hypotheses"]
     ] or ["- none stated"]
@@ -401,31 +393,38 @@ def postmortem_markdown(data: dict[str, Any]) -> str:
     out.append("")
 
     out += ["## Linked plans and steps", ""]
-    out += [f"- plan `{p['key']}` {p['name']} ({p['status']})" for p in data["plans"]]
-    out += [f"- step `{s['plan']}/{s['key']}` {s['title']} ({s['status']})" for s in data["steps"]]
+    out += [
+        f"- plan {md_text(p['key'])} {md_text(p['name'])} ({md_text(p['status'])})"
+        for p in data["plans"]
+    ]
+    out += [
+        f"- step {md_text(s['plan'])}/{md_text(s['key'])} {md_text(s['title'])} "
+        f"({md_text(s['status'])})"
+        for s in data["steps"]
+    ]
     if not data["plans"] and not data["steps"]:
         out.append("- none linked")
     out.append("")
 
     out += ["## Ledger entries", ""]
     out += [
-        f"- #{e['seq']} {_at(e['at'])} `{e['action']}` by {e['actor']}"
-        + (f": {e['details']}" if e["details"] else "")
+        f"- #{e['seq']} {_at(e['at'])} {md_text(e['action'])} by {md_text(e['actor'])}"
+        + (f": {md_text(e['details'])}" if e["details"] else "")
         for e in data["ledger"]
     ] or ["- none"]
     out.append("")
 
     out += ["## Decisions", ""]
     out += [
-        f"- #{d['id']} **{d['label']}** ({d['by']}, {_at(d['at'])}): believed "
-        f"{d['believed']}; observed {d['observed']}; because {d['why']}"
+        f"- #{d['id']} **{md_text(d['label'])}** ({md_text(d['by'])}, {_at(d['at'])}): believed "
+        f"{md_text(d['believed'])}; observed {md_text(d['observed'])}; because {md_text(d['why'])}"
         for d in data["decisions"]
     ] or ["- none recorded"]
     out.append("")
 
     out += ["## Action items", ""]
     out += [
-        f"- [{'x' if a['done'] else ' '}] {a['title']} (owner: {a['owner']})"
+        f"- [{'x' if a['done'] else ' '}] {md_text(a['title'])} (owner: {md_text(a['owner'])})"
         for a in data["action_items"]
     ] or ["- none yet"]
     out.append("")

@@ -9,6 +9,7 @@ from django.db.models import Count, Max, Prefetch, Q
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 
+from core.markdown import md_text
 from ledger.models import LedgerEntry
 from rollouts.charts import canary_chart
 from rollouts.gates import blockers_of, budget_gate_blockers, budget_gates
@@ -595,22 +596,13 @@ def plan_decisions(*, plan: Plan) -> dict[str, Any]:
     }
 
 
-def _md_text(text: str) -> str:
-    """User text inside a Markdown list item: continuation lines indented under it."""
-    return "\n  ".join(line.rstrip() for line in (text or "").strip().splitlines()) or "—"
-
-
-def _md_label(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("[", "\\[").replace("]", "\\]")
-
-
 def plan_decisions_markdown(*, plan: Plan, base_url: str = "") -> str:
     """The plan's decision log as Markdown, oldest first, with what prompted each entry and
     which entry a correction corrects. `base_url` makes the links absolute."""
     context = plan_decisions(plan=plan)
     rows: list[DecisionRow] = context["rows"]
     lines = [
-        f"# Decision log: {plan.name} (`{plan.key}`)",
+        f"# Decision log: {md_text(plan.name)} (`{plan.key}`)",
         "",
         f"Plan status: {plan.status}. {len(rows)} decision{'s' if len(rows) != 1 else ''}, "
         "oldest first. The log is append-only: a correction is a new entry that names the "
@@ -623,8 +615,8 @@ def plan_decisions_markdown(*, plan: Plan, base_url: str = "") -> str:
         heading = d.label if d.decided == Decision.Decided.OTHER else d.get_decided_display()
         lines += [
             "",
-            f"## #{d.pk} · {heading.lower()} · {d.created_at:%Y-%m-%d %H:%M} UTC · "
-            f"{d.author.get_username()}",
+            f"## #{d.pk} · {md_text(heading.lower())} · {d.created_at:%Y-%m-%d %H:%M} UTC · "
+            f"{md_text(d.author.get_username())}",
             "",
         ]
         if d.corrects_id:
@@ -634,19 +626,19 @@ def plan_decisions_markdown(*, plan: Plan, base_url: str = "") -> str:
         if d.corrects_id or row.corrected_by:
             lines.append("")
         if d.label and d.decided != Decision.Decided.OTHER:
-            lines.append(f"- **Label:** {_md_text(d.label)}")
+            lines.append(f"- **Label:** {md_text(d.label)}")
         lines += [
-            f"- **Believed:** {_md_text(d.believed)}",
-            f"- **Observed:** {_md_text(d.observed)}",
-            f"- **Decided:** {heading.lower()}",
-            f"- **Why:** {_md_text(d.why)}",
+            f"- **Believed:** {md_text(d.believed)}",
+            f"- **Observed:** {md_text(d.observed)}",
+            f"- **Decided:** {md_text(heading.lower())}",
+            f"- **Why:** {md_text(d.why)}",
             f"- **{Decision.DECISIVE_QUESTION}** "
             + {True: "yes", False: "no", None: "not answered"}[d.would_choose_again],
         ]
         if row.links:
             lines.append(
                 "- **Prompted by:** "
-                + "; ".join(f"[{_md_label(label)}]({base_url}{url})" for _, label, url in row.links)
+                + "; ".join(f"[{md_text(label)}]({base_url}{url})" for _, label, url in row.links)
             )
     if not rows:
         lines += ["", "No decisions recorded yet."]

@@ -20,10 +20,12 @@ from incidents.services import (
 )
 from rollouts.models import Plan, Step
 from rollouts.services.flags import flag_change, flag_create
+from tests.core.test_markdown_exports import assert_inert, hostile_everywhere
 
 pytestmark = pytest.mark.django_db
 
 SCRIPT = "<script>alert('pm')</script> then reload"
+SCRIPT_IN_MARKDOWN = "&lt;script&gt;alert('pm')&lt;/script&gt; then reload"
 
 
 @pytest.fixture
@@ -265,9 +267,9 @@ def test_postmortem_markdown__resolved_incident__headings_change_table_and_timed
     assert len(timeline) == story.last_seq
     assert all(re.match(r"- \*\*\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\*\* #\d+ ", b) for b in timeline)
     assert any(b.endswith("(role) _(system)_: ada is incident commander") for b in timeline)
-    # Outside a table nothing is escaped: it is Markdown text, not HTML.
+    # Outside a table a pipe is plain text; HTML is shown, never run (core/markdown.py).
     assert any(b.endswith("(narration): 5xx at 4% | only eu-west, rest normal") for b in timeline)
-    assert any(b.endswith(f"(narration): {SCRIPT}") for b in timeline)
+    assert any(b.endswith(f"(narration): {SCRIPT_IN_MARKDOWN}") for b in timeline)
     assert "| checkout-v2 | v3 | on 0% | incident console (change 1) | ada |" in text
     assert "- [ ] Alert on checkout 5xx per region (owner: payments)" in text
 
@@ -314,7 +316,7 @@ def test_postmortem_markdown_view__download__attachment_with_markdown_type(
     assert response["Content-Disposition"] == f'attachment; filename="INC-{story.pk}-postmortem.md"'
     body = response.content.decode()
     assert body.startswith(f"# INC-{story.pk} postmortem")
-    assert SCRIPT in body
+    assert SCRIPT_IN_MARKDOWN in body and SCRIPT not in body
 
 
 @pytest.mark.parametrize("suffix", ["postmortem", "postmortem.md"])
@@ -401,3 +403,12 @@ def test_postmortem_write__responder__403(client, responder, story):
         f"/incidents/{story.pk}/postmortem/write", {"summary": "", "impact": "", "root_cause": ""}
     )
     assert response.status_code == 403
+
+
+def test_postmortem_export__every_field_hostile__nothing_runs_or_links(story):
+    data = hostile_everywhere(postmortem_build(story))
+    data["generated_at"] = postmortem_build(story)["generated_at"]
+    html = assert_inert(postmortem_markdown(data))
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    # Every section is still there: the hostile text did not swallow the structure.
+    assert len(re.findall(r"<h2>", html)) >= 12
