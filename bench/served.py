@@ -97,6 +97,7 @@ def production_env(
         **os.environ,
         "STEPWISE_ENV": "production",
         "DJANGO_SECRET_KEY": "bench-" + uuid.uuid4().hex * 2,
+        "STEPWISE_LEDGER_ANCHOR_KEY": "bench-ledger-" + uuid.uuid4().hex,
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
         "DJANGO_SECURE_SSL_REDIRECT": "0",
         "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{database}",

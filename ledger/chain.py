@@ -1,8 +1,9 @@
 """The hash chain: canonical serialization, hashing and verification. Pure functions."""
 
 import hashlib
+import hmac
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -56,6 +57,8 @@ class ChainBreak:
     reason: str
 
     def __str__(self) -> str:
+        if self.entry_id is None:
+            return f"ledger seq {self.seq}: {self.reason}"
         return f"ledger entry seq {self.seq} (id {self.entry_id}): {self.reason}"
 
 
@@ -69,8 +72,9 @@ class ChainReport:
         return self.first_break is None
 
 
-def chain_verify(entries: Iterable[Any]) -> ChainReport:
-    """Walk entries in ascending seq; stop at the first one whose link or content is wrong."""
+def chain_verify(entries: Iterable[Any], *, mac: Callable[[str], str]) -> ChainReport:
+    """Walk entries in ascending seq; stop at the first one whose link, content or MAC is wrong
+    (`mac(hash)` is the MAC an entry with that hash must carry)."""
     expected_prev, expected_seq, checked = GENESIS_HASH, 1, 0
     for entry in entries:
         if entry.seq != expected_seq:
@@ -106,5 +110,8 @@ def chain_verify(entries: Iterable[Any]) -> ChainReport:
                     "content was altered: stored hash does not match its fields",
                 ),
             )
+        if not hmac.compare_digest(entry.mac, mac(entry.hash)):
+            reason = "MAC does not match: written without the ledger key (forged or re-hashed)"
+            return ChainReport(checked, ChainBreak(entry.seq, entry.pk, reason))
         expected_prev, expected_seq, checked = entry.hash, expected_seq + 1, checked + 1
     return ChainReport(checked, None)

@@ -26,6 +26,9 @@ class LedgerEntry(models.Model):
     payload = models.JSONField(default=dict)
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64, unique=True)
+    mac = models.CharField(
+        max_length=64, blank=True, help_text="HMAC of `hash` with the ledger key (ledger/anchor.py)"
+    )
 
     class Meta:
         ordering = ["-seq"]

@@ -6,6 +6,7 @@ from django.db import connection, transaction
 from django.db.models import Model
 from django.utils import timezone
 
+from ledger.anchor import anchor_record, entry_mac
 from ledger.chain import GENESIS_HASH, canonical_json, entry_digest
 from ledger.models import LedgerEntry
 from live.broadcast import stream_publish
@@ -86,7 +87,9 @@ def ledger_append(
         "payload": normalized_payload,
         "prev_hash": prev_hash,
     }
-    entry = LedgerEntry.objects.create(**fields, hash=entry_digest(**fields))
+    digest = entry_digest(**fields)
+    entry = LedgerEntry.objects.create(**fields, hash=digest, mac=entry_mac(digest))
+    transaction.on_commit(lambda: anchor_record(seq=seq, entry_hash=digest))
     stream_publish(
         stream=LEDGER_STREAM,
         event="ledger.appended",

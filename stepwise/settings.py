@@ -22,6 +22,19 @@ if not SECRET_KEY:
         raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when STEPWISE_ENV=production")
     SECRET_KEY = "dev-only-insecure-key-never-used-in-production-0123456789abcdefghijklmnop"
 
+# Signs ledger entries and the chain head kept outside the table (ledger/anchor.py). Keep it out
+# of the database's reach: whoever holds it and the table can forge the ledger.
+LEDGER_ANCHOR_KEY = os.environ.get("STEPWISE_LEDGER_ANCHOR_KEY", "")
+if not LEDGER_ANCHOR_KEY:
+    if PRODUCTION:
+        raise ImproperlyConfigured(
+            "STEPWISE_LEDGER_ANCHOR_KEY must be set when STEPWISE_ENV=production"
+        )
+    LEDGER_ANCHOR_KEY = "dev-only-ledger-anchor-key"
+LEDGER_ANCHOR_FILE = Path(
+    os.environ.get("STEPWISE_LEDGER_ANCHOR_FILE", VAR_DIR / "ledger-anchor.json")
+)
+
 ALLOWED_HOSTS = [
     h.strip()
     for h in os.environ.get(
@@ -138,6 +151,7 @@ REDIS_URL = os.environ.get("REDIS_URL", "")
 # Lets several Stepwise installations (or test servers) share one Redis without reading each
 # other's tasks and events.
 REDIS_PREFIX = os.environ.get("STEPWISE_REDIS_PREFIX", "stepwise")
+LEDGER_ANCHOR_CACHE_KEY = "ledger:anchor"
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {

@@ -105,3 +105,13 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: N
     from django.db import connections
 
     connections["default"].settings_dict["CONN_MAX_AGE"] = 0
+
+
+@pytest.fixture(autouse=True)
+def _ledger_anchor_of_this_test(settings, tmp_path):
+    """Each test's ledger starts empty, so each keeps its own anchor (file and Redis key): a
+    committed chain of one test must not be the anchor another test's chain is checked against."""
+    import uuid
+
+    settings.LEDGER_ANCHOR_FILE = tmp_path / "ledger-anchor.json"
+    settings.LEDGER_ANCHOR_CACHE_KEY = f"ledger:anchor:test-{uuid.uuid4().hex}"

@@ -81,6 +81,7 @@ def test_check_deploy__production_settings__no_warnings(tmp_path):
         "STEPWISE_ENV": "production",
         "DJANGO_SECRET_KEY": "x" * 20 + "prod-secret-from-the-environment-" + "y" * 20,
         "DJANGO_ALLOWED_HOSTS": "stepwise.example.com",
+        "STEPWISE_LEDGER_ANCHOR_KEY": "ledger-key-from-the-environment",
     }
     result = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
@@ -101,6 +102,18 @@ def test_production_settings__secret_key_missing__refuses_to_start():
     )
     assert result.returncode != 0
     assert "DJANGO_SECRET_KEY must be set" in result.stderr
+
+
+def test_production_settings__ledger_key_missing__refuses_to_start():
+    env = {k: v for k, v in os.environ.items() if k != "STEPWISE_LEDGER_ANCHOR_KEY"} | {
+        "STEPWISE_ENV": "production",
+        "DJANGO_SECRET_KEY": "x" * 50,
+    }
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"], capture_output=True, text=True, env=env
+    )
+    assert result.returncode != 0
+    assert "STEPWISE_LEDGER_ANCHOR_KEY must be set" in result.stderr
 
 
 def test_api_post_without_token__401_json_not_the_csrf_page(db):

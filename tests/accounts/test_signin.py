@@ -142,6 +142,7 @@ def _production_env(tmp_path) -> dict[str, str]:
         "STEPWISE_ENV": "production",
         "DJANGO_SECRET_KEY": "x" * 50,
         "DJANGO_ALLOWED_HOSTS": "stepwise.example.com",
+        "STEPWISE_LEDGER_ANCHOR_KEY": "ledger-key-from-the-environment",
     }
 
 

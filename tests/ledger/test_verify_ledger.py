@@ -68,7 +68,7 @@ def test_verify_ledger__entry_rehashed_after_edit__next_link_breaks():
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_verify_ledger__run_as_a_process__exit_status_non_zero_naming_the_entry():
+def test_verify_ledger__run_as_a_process__exit_status_non_zero_naming_the_entry(settings):
     """Scripts and cron jobs look at the exit status of a real process, not at an exception."""
     import os
     import subprocess
@@ -79,8 +79,9 @@ def test_verify_ledger__run_as_a_process__exit_status_non_zero_naming_the_entry(
         cursor.execute("UPDATE ledger_ledgerentry SET actor_label = 'mallory' WHERE seq = 2")
     db = connection.settings_dict
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "REDIS_URL"},  # this test's anchor: a file
         "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "STEPWISE_LEDGER_ANCHOR_FILE": str(settings.LEDGER_ANCHOR_FILE),
     }
     result = subprocess.run(
         [sys.executable, "manage.py", "verify_ledger"], capture_output=True, text=True, env=env

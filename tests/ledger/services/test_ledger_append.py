@@ -68,7 +68,7 @@ def test_ledger_append__committed__live_event_stored_and_sent_on_commit(
     event = StreamEvent.objects.get(stream_id="ledger")
     assert event.seq == 1 and event.event == "ledger.appended"
     assert f'id="ledger-entry-{entry.seq}"' in event.html and "hx-swap-oob" in event.html
-    assert len(callbacks) == 1
+    assert len(callbacks) == 2  # the push, and the anchor of the new head (ledger/anchor.py)
 
 
 def test_ledger_record_manual__blank_summary__refused_with_reason(role_user):
