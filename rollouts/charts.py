@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
+from django.utils.html import format_html
 from plotly.subplots import make_subplots
 
 from rollouts.graph import critical_path, topological_order
@@ -132,16 +133,19 @@ def dependency_graph(steps: list[Step], deps: dict[int, list[int]]) -> go.Figure
 
 
 def figure_html(fig: go.Figure, *, div_id: str) -> str:
-    html = fig.to_html(
-        full_html=False,
-        include_plotlyjs=False,
-        div_id=div_id,
-        config={"displayModeBar": False, "responsive": True},
-    )
+    """The chart's element, its figure as data: static/js/charts.js draws it (the Content-Security-
+    Policy runs no inline script, so Plotly's own `to_html` cannot be used)."""
+    height = fig.layout.height
     # Plotly adds `js-plotly-plot` (which stacks its svg layers) when it draws; an htmx swap of a
     # pushed chart restores the markup's classes after the draw, dropping it, and the layers then
     # spill over the page and swallow clicks. Present from the start, nothing can take it away.
-    return html.replace('class="plotly-graph-div"', 'class="plotly-graph-div js-plotly-plot"', 1)
+    return format_html(
+        '<div style="height:{}; width:100%;"><div id="{}" class="plotly-graph-div js-plotly-plot"'
+        ' style="height:100%; width:100%;" data-figure="{}"></div></div>',
+        f"{height}px" if height else "100%",
+        div_id,
+        fig.to_json(),
+    )
 
 
 CANARY_MAX_PANELS = 6

@@ -41,7 +41,7 @@ def browser():
 @pytest.fixture
 def new_page(browser, stepwise_server):
     """`new_page()` -> a page in its own browser context (its own cookies), closed after the test."""
-    contexts = []
+    contexts, violations = [], []
 
     def make():
         context = browser.new_context(
@@ -49,11 +49,21 @@ def new_page(browser, stepwise_server):
         )
         context.set_default_timeout(10_000)
         contexts.append(context)
-        return context.new_page()
+        page = context.new_page()
+        # Chromium reports every Content-Security-Policy refusal on the console: any test that
+        # meets one fails (stepwise/csp.py: nothing on a page may need an exception).
+        page.on(
+            "console",
+            lambda message: violations.append(f"{page.url}: {message.text}")
+            if "Content Security Policy" in message.text
+            else None,
+        )
+        return page
 
     yield make
     for context in contexts:
         context.close()
+    assert violations == [], violations[:5]
 
 
 def login(page, username: str, password: str = DEMO_PASSWORD) -> None:
