@@ -1,4 +1,4 @@
-.PHONY: bench soak fuzz
+.PHONY: bench soak fuzz faults
 
 # OFREP load test: PostgreSQL + Redis + uvicorn --workers 2, measured with wrk (see bench/RESULTS.md).
 # Detect-to-revert: breaching sample -> worker reverts the flag -> websocket push, with 500 steps
@@ -23,3 +23,8 @@ soak:
 FUZZ_EXAMPLES ?= 2000
 fuzz:
 	STEPWISE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) .venv/bin/python -m pytest tests/core -s -p no:cacheprovider -k fuzz
+
+# The fault suite (tests/faults: the served stack under a database outage, kill -9 of the
+# worker, hostile requests) with more rounds than CI's 2.
+faults:
+	STEPWISE_FAULT_KILLS=10 .venv/bin/python -m pytest tests/faults -s -p no:cacheprovider
