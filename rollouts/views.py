@@ -3,7 +3,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -81,9 +81,12 @@ def form_action(
         messages.error(request, error)
     else:
         messages.success(request, done)
-    # `back` may come from the form's `next`: only ever back to this site.
-    safe = url_has_allowed_host_and_scheme(back, {request.get_host()}, require_https=False)
-    return redirect(back if safe else "/")
+    # `back` may come from the form's `next`: only ever a path on this site, and a URL, never a
+    # view name for redirect() to look up ("0" was one).
+    safe = back.startswith("/") and url_has_allowed_host_and_scheme(
+        back, {request.get_host()}, require_https=False
+    )
+    return HttpResponseRedirect(back if safe else "/")
 
 
 @require_GET
