@@ -45,6 +45,7 @@ class PrometheusServer:
     requests: Counter  # stepwise_test_requests_total{track}
     latency: Histogram  # stepwise_test_latency_seconds{track}
     log: Path
+    process: subprocess.Popen | None = None  # for fault tests that stop it
 
     def query(self, promql: str, *, at: float | None = None) -> dict[str, Any]:
         """The `data` of an instant query, read without the client under test."""
@@ -170,6 +171,7 @@ def prometheus_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pro
         requests=requests,
         latency=latency,
         log=log,
+        process=process,
     )
     try:
         _wait_ready(server, process)
