@@ -115,3 +115,20 @@ def _ledger_anchor_of_this_test(settings, tmp_path):
 
     settings.LEDGER_ANCHOR_FILE = tmp_path / "ledger-anchor.json"
     settings.LEDGER_ANCHOR_CACHE_KEY = f"ledger:anchor:test-{uuid.uuid4().hex}"
+
+
+# What the fault and fuzz suites measured, printed at the end of every run (CI included), not
+# only under `-s`: `suite_report("…")` from a test adds a line.
+_SUITE_REPORT: list[str] = []
+
+
+@pytest.fixture
+def suite_report():
+    return _SUITE_REPORT.append
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if _SUITE_REPORT:
+        terminalreporter.section("fault and fuzz suites: what they measured")
+        for line in _SUITE_REPORT:
+            terminalreporter.write_line(line)

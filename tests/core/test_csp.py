@@ -27,7 +27,9 @@ class _Scripts(HTMLParser):
                 self.problems.append(f"<{tag} {name}=…>")
             if name == "hx-trigger" and value and "[" in value:
                 self.problems.append(f"<{tag} hx-trigger={value!r}> (a filter is eval'd)")
-            if name in ("href", "src", "action") and (value or "").lower().startswith("javascript:"):
+            if name in ("href", "src", "action") and (value or "").lower().startswith(
+                "javascript:"
+            ):
                 self.problems.append(f"<{tag} {name}={value!r}>")
 
     def handle_endtag(self, tag: str) -> None:

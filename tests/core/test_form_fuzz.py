@@ -3,6 +3,7 @@ any file, never a 5xx (the test client re-raises a view's exception, so a 500 fa
 its traceback). STEPWISE_FUZZ_EXAMPLES per form (25 in CI; `make fuzz` runs 2,000)."""
 
 import os
+from collections import Counter
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -154,13 +155,18 @@ def _ids() -> dict[str, object]:
     }
 
 
-def test_fuzz__any_form_post__never_a_5xx(admin):
+def test_fuzz__any_form_post__never_a_5xx(admin, suite_report):
     """One seeded demo (seeding takes seconds), every form in turn."""
+    statuses: Counter[int] = Counter()
     for template in FORM_POSTS:
-        _fuzz(admin, template.format(**_ids()))
+        _fuzz(admin, template.format(**_ids()), statuses)
+    suite_report(
+        f"form fuzz: {len(FORM_POSTS)} forms, {sum(statuses.values())} posts, "
+        f"statuses {dict(sorted(statuses.items()))}"
+    )
 
 
-def _fuzz(admin, path: str) -> None:
+def _fuzz(admin, path: str, statuses: Counter) -> None:
     @hypothesis_settings(
         max_examples=FUZZ_EXAMPLES,
         deadline=None,
@@ -174,6 +180,7 @@ def _fuzz(admin, path: str) -> None:
             data["file"] = data["upload"] = SimpleUploadedFile("fuzz.yaml", upload)
         headers = {"HTTP_HX_REQUEST": "true"} if htmx else {}
         response = admin.post(path, data, **headers)
+        statuses[response.status_code] += 1
         assert response.status_code < 500, (path, body, response.status_code)
         if not admin.session.get("_auth_user_id"):  # a fuzzed password change signs out
             assert admin.login(username="admin", password="stepwise-demo")

@@ -57,7 +57,7 @@ def server(tmp_path, monkeypatch):
 
 @pytest.mark.timeout(240)
 def test_hundred_hostile_requests_then_a_good_one__all_refused__the_good_one_answers_at_once(
-    server,
+    server, suite_report
 ):
     made = subprocess.run(
         [sys.executable, "manage.py", "shell", "-c", TOKEN],
@@ -75,6 +75,9 @@ def test_hundred_hostile_requests_then_a_good_one__all_refused__the_good_one_ans
         statuses[status] = statuses.get(status, 0) + 1
     good = json.dumps({"context": {"targetingKey": "user-1"}}).encode()
     status, took = _post(server.base, token, "/ofrep/v1/evaluate/flags", good)
-    print(f"100 hostile requests: {statuses}; then a good one: {status} in {took * 1000:.0f} ms")
+    suite_report(
+        f"served, pool of {POOL}: 100 hostile requests answered {statuses}; then a good one "
+        f"{status} in {took * 1000:.0f} ms"
+    )
     assert set(statuses) <= {400, 413}, statuses
     assert status == 200 and took < 2.0

@@ -92,7 +92,9 @@ def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, Message,
 
 
 @pytest.mark.timeout(300)
-def test_postgres_refusing_connections_10s__web_and_worker_recover__breach_acted_on_once(tmp_path):
+def test_postgres_refusing_connections_10s__web_and_worker_recover__breach_acted_on_once(
+    tmp_path, suite_report
+):
     with served(tmp_path) as server:
         env = server.env
         token = _shell(env, PREPARE_LOGIN_5 + START_LOGIN_5)["token"]
@@ -134,9 +136,10 @@ def test_postgres_refusing_connections_10s__web_and_worker_recover__breach_acted
                 break
             time.sleep(0.5)
         acted = time.monotonic() - back
-        print(
-            f"database back: web ready after {web_ready:.1f} s; breach acted on after "
-            f"{acted:.1f} s (upper bound: includes a manage.py round trip); {state}"
+        suite_report(
+            f"PostgreSQL refused connections {OUTAGE:.0f} s: 503 + Retry-After during it; "
+            f"web ready {web_ready:.1f} s after; breach acted on once {acted:.1f} s after "
+            f"(upper bound: includes a manage.py round trip)"
         )
         assert state["percentage"] == 0 and state["status"] == "failed", state
         assert state["versions"] == before["versions"] + 1, (before, state)  # acted on once
@@ -151,7 +154,9 @@ def _restarted(log: Path, seen: int) -> bool:
 
 
 @pytest.mark.timeout(120 + 60 * KILLS)
-def test_worker_killed_around_a_breach__restarted_and_the_breach_acted_on_once(tmp_path):
+def test_worker_killed_around_a_breach__restarted_and_the_breach_acted_on_once(
+    tmp_path, suite_report
+):
     """`kill -9` of the worker (its whole process group) while a breaching sample waits for it,
     KILLS times (`make faults` runs 10): serve restarts it and the breach is acted on exactly once."""
     timings = []
@@ -178,7 +183,7 @@ def test_worker_killed_around_a_breach__restarted_and_the_breach_acted_on_once(t
             timings.append(time.monotonic() - back)
             assert state["percentage"] == 0 and state["status"] == "failed", (round_, state)
             assert state["versions"] == before["versions"] + 1, (round_, before, state)
-    print(
+    suite_report(
         f"{KILLS} kill -9 of the worker around a breach: each acted on once; from restart to "
         f"action {', '.join(f'{t:.1f}' for t in timings)} s (upper bounds: each includes a "
         "manage.py round trip and the new worker's start-up)"

@@ -20,6 +20,7 @@ pytestmark = [pytest.mark.prometheus, pytest.mark.django_db]
 def test_prometheus_stopped_mid_verification__no_pass__retries_within_budget__plan_paused(
     prometheus_step,  # noqa: F811  (the fixture imported above)
     prometheus: PrometheusServer,
+    suite_report,
 ):
     _scraped(prometheus, canary=0.95, baseline=0.94)
     verification = prometheus_step.verifications.get()
@@ -44,8 +45,8 @@ def test_prometheus_stopped_mid_verification__no_pass__retries_within_budget__pl
 
     verification.refresh_from_db()
     outcomes = list(verification.evaluations.order_by("pk").values_list("outcome", flat=True))
-    print(
-        f"after Prometheus stopped: {outcomes[1:]}; retries granted {sum(spent)} of "
+    suite_report(
+        f"Prometheus stopped mid-verification: evaluations after it {outcomes[1:]}; retries granted {sum(spent)} of "
         f"{len(spent)} asked (budget {settings.SOURCE_RETRY_BUDGET_PER_MINUTE} a minute)"
     )
     assert outcomes[0] == "pass" and set(outcomes[1:]) == {"error"}
