@@ -5,7 +5,7 @@ from django.core.paginator import Page, Paginator
 from django.db import connection
 from django.db.models import QuerySet
 
-from ledger.anchor import anchors_read, entry_mac
+from ledger.anchor import Anchor, anchors_read, entry_mac
 from ledger.chain import ChainBreak, ChainReport, chain_verify
 from ledger.models import LedgerEntry
 
@@ -87,9 +87,8 @@ def _guard_problems() -> list[str]:
     return problems
 
 
-def _anchor_break(checked: int) -> ChainBreak | None:
+def _anchor_break(checked: int, anchors: list[Anchor]) -> ChainBreak | None:
     """The chain against the newest genuine anchor: it must still hold the head it signed."""
-    anchors = anchors_read()
     for anchor in anchors:
         if not anchor.genuine:
             return ChainBreak(
@@ -119,12 +118,16 @@ def _anchor_break(checked: int) -> ChainBreak | None:
 
 def ledger_verify() -> ChainReport:
     """The chain, its MACs, its anchors outside the table and (PostgreSQL) its guard triggers."""
+    # Anchors first: they are written after commit, so a chain read after them holds at least
+    # what they signed, even while entries are being appended (read the other way round, a
+    # commit between the two reads would look like a cut tail).
+    anchors = anchors_read()
     report = chain_verify(
         LedgerEntry.objects.order_by("seq").iterator(chunk_size=2000), mac=entry_mac
     )
     if not report.ok:
         return report
-    problem = _anchor_break(report.checked)
+    problem = _anchor_break(report.checked, anchors)
     if problem is None and (guards := _guard_problems()):
         problem = ChainBreak(report.checked, None, "; ".join(guards))
     return ChainReport(report.checked, problem)

@@ -237,3 +237,22 @@ def test_anchor__a_lower_head_never_replaces_a_higher_one(chain, settings):
     anchor_record(seq=2, entry_hash=chain[1].hash)
     assert settings.LEDGER_ANCHOR_FILE.read_text() == before
     assert json.loads(before)["seq"] == ENTRIES
+
+
+def test_verify__an_entry_committed_while_it_reads__not_mistaken_for_a_cut(
+    chain, django_capture_on_commit_callbacks, monkeypatch
+):
+    """An append that commits (and anchors) right after verify walked the chain is growth, not a
+    cut: verify reads the anchors before the chain, never after."""
+    from ledger import selectors
+
+    real_verify = selectors.chain_verify
+
+    def walk_then_append(*args, **kwargs):
+        report = real_verify(*args, **kwargs)
+        with django_capture_on_commit_callbacks(execute=True):
+            ledger_append(action="flag.changed", subject_type="flag", subject_id="checkout")
+        return report
+
+    monkeypatch.setattr(selectors, "chain_verify", walk_then_append)
+    assert ledger_verify().ok
