@@ -169,10 +169,13 @@ def test_worker_killed_around_a_breach__restarted_and_the_breach_acted_on_once(
             assert before["status"] == "running" and before["percentage"] == 5, before
             group = _worker_group(server.process.pid)
             restarts = server.log.read_text().count("restarted it")
+            ready = server.log.read_text().count(" ready.")
             os.killpg(group, signal.SIGSTOP)
             assert _ingest(server.base, token, 0.05) == {"written": 1}
             os.killpg(group, signal.SIGKILL)
             while not _restarted(server.log, restarts):
+                time.sleep(0.1)
+            while server.log.read_text().count(" ready.") <= ready:  # the new worker is up
                 time.sleep(0.1)
             back = time.monotonic()
             deadline = back + 30
@@ -185,8 +188,8 @@ def test_worker_killed_around_a_breach__restarted_and_the_breach_acted_on_once(
             assert state["percentage"] == 0 and state["status"] == "failed", (round_, state)
             assert state["versions"] == before["versions"] + 1, (round_, before, state)
     suite_report(
-        f"{KILLS} kill -9 of the worker around a breach: each acted on once; from restart to "
-        f"action {', '.join(f'{t:.1f}' for t in timings)} s (upper bounds: each includes a "
-        "manage.py round trip and the new worker's start-up)"
+        f"{KILLS} kill -9 of the worker around a breach: each acted on once; from the new "
+        f"worker ready to the action {', '.join(f'{t:.1f}' for t in timings)} s (upper "
+        "bounds: each includes a manage.py round trip)"
     )
-    assert max(timings) < 20
+    assert max(timings) < 10  # the aim is 5 s; the run prints the figures
