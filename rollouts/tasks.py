@@ -47,13 +47,15 @@ def verifications_tick() -> None:
 
 
 # The database unreachable (restarting, failing over): try again soon rather than drop the
-# evaluation; a breaching sample's evaluation must survive a blip. Backoff 1, 2, 4, then 5 s.
+# evaluation; a breaching sample's evaluation must survive a blip. Retry after 1 s, then every
+# 2 s, for about two minutes (each attempt also waits up to the pool timeout for a connection);
+# a breach still unjudged after that is re-sent by the tick (breaches_unjudged).
 DATABASE_RETRY = {
     "autoretry_for": (OperationalError, InterfaceError),
     "retry_backoff": 1,
-    "retry_backoff_max": 5,
+    "retry_backoff_max": 2,
     "retry_jitter": False,
-    "max_retries": 12,
+    "max_retries": 30,
 }
 
 

@@ -1,5 +1,6 @@
 import json
 import math
+from html import unescape
 
 import numpy as np
 import pytest
@@ -299,4 +300,5 @@ def test_canary_chart__two_metrics__names_and_verdict_rendered():
     assert "p99" in html and "cpu_seconds" in html
     assert "FAIL" in html  # the figure title: score 50 is a fail
     assert "HIGH" in html and "PASS" in html  # each panel's own verdict
-    assert html.count('"line":{"color":"#b42318"}') == 1  # only the failed canary box is red
+    # The figure travels as an attribute (rollouts/charts.py figure_html): read it unescaped.
+    assert unescape(html).count('"line":{"color":"#b42318"}') == 1  # only the failed canary is red
