@@ -5,8 +5,8 @@ class IncidentsConfig(AppConfig):
     name = "incidents"
 
     def ready(self) -> None:
-        from live.streams import stream_kind_register
+        from incidents import streams
 
-        stream_kind_register(kind="incident", permission="incidents.view_incident")
+        streams.register()
 
         from incidents import receivers  # noqa: F401  (connects signal receivers)

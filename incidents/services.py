@@ -23,7 +23,7 @@ from incidents.models import (
 )
 from incidents.rules import change_blocker, flag_move, flag_revert_plan, revert_plan_problem
 from ledger.services import ledger_append
-from live.broadcast import stream_publish
+from live.broadcast import stream_touch
 from rollouts.models import Decision, Flag, FlagVersion, Plan, Step
 from rollouts.services import InvalidInput, TransitionRefused
 from rollouts.services.decisions import decision_record
@@ -50,25 +50,10 @@ def _require(actor: AbstractBaseUser | None, permission: str, doing: str) -> Non
         raise TransitionRefused(f"{actor.get_username()} may not {doing}")
 
 
-def incident_publish(*, incident: Incident, event: str, entry: TimelineEntry | None = None) -> None:
-    """Push the console. An event that only adds `entry` to the timeline pushes that one entry
-    (appended in sequence order; replay keeps the order), not the whole console."""
-    if entry is not None:
-        stream_publish(
-            stream=incident.stream,
-            event=event,
-            template="incidents/_timeline_append.html",
-            context={"entry": entry},
-        )
-        return
-    from incidents.selectors import console_live_context
-
-    stream_publish(
-        stream=incident.stream,
-        event=event,
-        template="incidents/_console_live.html",
-        context=console_live_context(incident_id=incident.pk),
-    )
+def console_touch(*, incident: Incident, event: str, entry: TimelineEntry | None = None) -> None:
+    """Mark the console changed. An event that only adds `entry` to the timeline pushes that one
+    entry (appended in sequence order), not the whole console."""
+    stream_touch(stream=incident.stream, event=event, ref=None if entry is None else entry.pk)
 
 
 def _timeline(
@@ -209,7 +194,7 @@ def incident_declare(
             actor,
             {"user": actor.get_username(), "role": RoleAssignment.Role.COMMANDER.value},
         )
-    incident_publish(incident=incident, event="incident.declared")
+    console_touch(incident=incident, event="incident.declared")
     return incident
 
 
@@ -237,7 +222,7 @@ def narration_post(
     entry = _timeline(
         incident, kind=TimelineEntry.Kind.NARRATION, text=text, actor=actor, corrects=corrects
     )
-    incident_publish(incident=incident, event="timeline.narration", entry=entry)
+    console_touch(incident=incident, event="timeline.narration", entry=entry)
     return entry
 
 
@@ -294,7 +279,7 @@ def incident_status_change(
         data={"from": before, "to": status},
     )
     _ledger(incident, f"incident.{status}", actor, {"from": before, "to": status, "reason": reason})
-    incident_publish(incident=incident, event=f"incident.{status}")
+    console_touch(incident=incident, event=f"incident.{status}")
     return incident
 
 
@@ -344,7 +329,7 @@ def incident_triage(
         data={"from": before, "to": after},
     )
     _ledger(incident, "incident.triaged", actor, {"from": before, "to": after, "reason": reason})
-    incident_publish(incident=incident, event="incident.triaged")
+    console_touch(incident=incident, event="incident.triaged")
     return incident
 
 
@@ -378,7 +363,7 @@ def command_handover(
         actor=actor,
     )
     _ledger(incident, "incident.command_handed_over", actor, {"from": previous, "to": to_username})
-    incident_publish(incident=incident, event="incident.command")
+    console_touch(incident=incident, event="incident.command")
     return assignment
 
 
@@ -402,7 +387,7 @@ def role_assign(
         actor=actor,
     )
     _ledger(incident, "incident.role_assigned", actor, {"user": username, "role": role})
-    incident_publish(incident=incident, event="incident.role")
+    console_touch(incident=incident, event="incident.role")
     return assignment
 
 
@@ -430,7 +415,7 @@ def hypothesis_state(*, incident_id: int, statement: str, actor: AbstractBaseUse
         data={"hypothesis": hypothesis.pk},
     )
     _ledger(incident, "incident.hypothesis", actor, {"statement": statement})
-    incident_publish(incident=incident, event="incident.hypothesis")
+    console_touch(incident=incident, event="incident.hypothesis")
     return hypothesis
 
 
@@ -463,7 +448,7 @@ def hypothesis_close(
         actor,
         {"statement": hypothesis.statement},
     )
-    incident_publish(incident=incident, event="incident.hypothesis")
+    console_touch(incident=incident, event="incident.hypothesis")
     return hypothesis
 
 
@@ -533,7 +518,7 @@ def _change_record(
             **({"one_click_revert": True} if one_click_revert else {}),
         },
     )
-    incident_publish(incident=incident, event="incident.change")
+    console_touch(incident=incident, event="incident.change")
     return change
 
 
@@ -651,7 +636,7 @@ def change_verify(
         actor,
         {"change": change.pk, "description": change.description, "note": note, **flag_data},
     )
-    incident_publish(incident=incident, event="incident.change")
+    console_touch(incident=incident, event="incident.change")
     return change
 
 
@@ -757,7 +742,7 @@ def break_glass_flip(*, incident_id: int, switch_id: int, on: bool, actor: Abstr
         actor,
         {"switch": switch.label, "flag": switch.flag.key, "on": on, "version": version.number},
     )
-    incident_publish(incident=incident, event="incident.break_glass")
+    console_touch(incident=incident, event="incident.break_glass")
     return version
 
 
@@ -772,7 +757,7 @@ def action_item_add(
         raise InvalidInput("an action item needs a title and an owner")
     item = ActionItem.objects.create(incident=incident, title=title[:300], owner=owner[:150])
     _ledger(incident, "incident.action_item", actor, {"title": title, "owner": owner})
-    incident_publish(incident=incident, event="incident.action_item")
+    console_touch(incident=incident, event="incident.action_item")
     return item
 
 
@@ -806,7 +791,7 @@ def incident_decision_record(
         actor=actor,
         data={"decision": decision.pk},
     )
-    incident_publish(incident=incident, event="incident.decision")
+    console_touch(incident=incident, event="incident.decision")
     return decision
 
 
@@ -819,7 +804,7 @@ def incident_system_note(
     entry = _timeline(
         incident, kind=kind, text=text, actor=None, author_label="stepwise", data=data
     )
-    incident_publish(incident=incident, event=f"timeline.{kind}", entry=entry)
+    console_touch(incident=incident, event=f"timeline.{kind}", entry=entry)
     return entry
 
 

@@ -6,6 +6,6 @@ class LedgerConfig(AppConfig):
     verbose_name = "Evolution ledger"
 
     def ready(self) -> None:
-        from live.streams import stream_kind_register
+        from ledger import streams
 
-        stream_kind_register(kind="ledger", permission="ledger.view_ledgerentry")
+        streams.register()

@@ -9,7 +9,7 @@ from django.utils import timezone
 from ledger.anchor import anchor_record, entry_mac
 from ledger.chain import GENESIS_HASH, canonical_json, entry_digest
 from ledger.models import LedgerEntry
-from live.broadcast import stream_publish
+from live.broadcast import stream_touch
 
 LEDGER_STREAM = "ledger"
 # Any 64-bit constant: the PostgreSQL advisory lock that serializes appends across processes.
@@ -90,12 +90,7 @@ def ledger_append(
     digest = entry_digest(**fields)
     entry = LedgerEntry.objects.create(**fields, hash=digest, mac=entry_mac(digest))
     transaction.on_commit(lambda: anchor_record(seq=seq, entry_hash=digest))
-    stream_publish(
-        stream=LEDGER_STREAM,
-        event="ledger.appended",
-        template="ledger/_entry_row.html",
-        context={"entry": entry, "live": True},
-    )
+    stream_touch(stream=LEDGER_STREAM, event="ledger.appended", ref=entry.seq)
     return entry
 
 

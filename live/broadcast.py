@@ -1,45 +1,131 @@
-"""The one way any app pushes an update to browsers: persisted with the change, sent after commit."""
+"""The one way any app pushes an update to browsers.
 
+A service *marks* what it changed (`stream_touch`) inside its transaction and renders nothing.
+After commit, each touched stream is drawn once by the renderer its app registered, outside every
+domain lock, numbered under the stream's own row lock, and sent. A rolled-back transaction sends
+nothing; six touches of one plan in one transaction make one frame.
+"""
+
+import hashlib
 import logging
+import threading
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.db import transaction
-from django.template.loader import render_to_string
+from django.utils.html import escape
 
 from live.models import Stream, StreamEvent
-from live.streams import stream_dom_id, stream_group, stream_kind
+from live.streams import stream_dom_id, stream_group, stream_spec
 
 logger = logging.getLogger(__name__)
 
+PRUNE_EVERY = 100
 
-@transaction.atomic
-def stream_publish(
-    *, stream: str, event: str, template: str, context: dict[str, Any]
-) -> StreamEvent:
-    """Number and store the rendered partial inside the caller's transaction; group_send on commit.
+_local = threading.local()
 
-    The stream row lock makes sequence order equal commit order for one stream. The partial is
-    rendered once for every viewer and without a request, so a form in it carries
-    `<input type="hidden" name="csrfmiddlewaretoken" value="{{ csrf_token }}">`, not
-    `{% csrf_token %}` (which warns on every such render): empty when pushed, where htmx sends
-    the page's token from `<body hx-headers>`, and filled when a view renders the same partial.
+Touch = tuple[str, str | None]
+
+
+class _Batch:
+    """The streams one transaction touched, in the order it touched them."""
+
+    def __init__(self) -> None:
+        self.touches: dict[str, list[Touch]] = {}
+        self.callback: Callable[[], None] = self.flush
+        self.flushed = False
+
+    def pending_on(self, connection: Any) -> bool:
+        return (
+            not self.flushed
+            and connection.in_atomic_block
+            and any(entry[1] is self.callback for entry in connection.run_on_commit)
+        )
+
+    def flush(self) -> None:
+        """Runs at the first of its after-commit callbacks; the rest find it done."""
+        if self.flushed:
+            return
+        self.flushed = True
+        if getattr(_local, "batch", None) is self:
+            _local.batch = None
+        for stream, touches in self.touches.items():
+            try:
+                frame_push(stream=stream, touches=touches)
+            except Exception:
+                # The change is committed; a browser that misses this frame catches up by replay.
+                logger.exception("live render failed", extra={"stream": stream})
+
+
+def stream_touch(*, stream: str, event: str, ref: int | str | None = None) -> None:
+    """Mark `stream` changed by `event` (and, for a row, which one). Drawn and sent after commit."""
+    kind, _ = stream_spec(stream)
+    if ref is None and kind.state is None:
+        raise ValueError(f"stream {stream!r} is drawn row by row: say which row changed")
+    touch = (event, None if ref is None or kind.rows is None else str(ref))
+    connection = transaction.get_connection()
+    if not connection.in_atomic_block:
+        frame_push(stream=stream, touches=[touch])
+        return
+    batch = getattr(_local, "batch", None)
+    if batch is None or not batch.pending_on(connection):
+        batch = _local.batch = _Batch()
+    batch.touches.setdefault(stream, []).append(touch)
+    # One callback per touch, so the batch flushes when the savepoint of *any* touch commits,
+    # yet draws each stream once: the first callback flushes, the others find it done.
+    transaction.on_commit(batch.callback)
+
+
+def _unique(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+def frame_push(*, stream: str, touches: list[Touch]) -> StreamEvent | None:
+    """Draw one frame from committed data, number it and send it once this numbering commits.
+
+    Rendering under the stream's row lock keeps a later number from carrying an older state. A
+    state that draws the same as the last one pushed is not pushed again.
     """
-    stream_kind(stream)
-    Stream.objects.get_or_create(name=stream)
-    head = Stream.objects.select_for_update().get(name=stream)
-    head.last_seq += 1
-    head.save(update_fields=["last_seq"])
-    html = render_to_string(template, context)
-    stored = StreamEvent.objects.create(stream=head, seq=head.last_seq, event=event, html=html)
-    transaction.on_commit(partial(_send, stream=stream, seq=stored.seq, html=html))
+    kind, key = stream_spec(stream)
+    refs = _unique([ref for _, ref in touches if ref is not None])
+    state = kind.rows is None or any(ref is None for _, ref in touches)
+    with transaction.atomic():
+        Stream.objects.get_or_create(name=stream)
+        head = Stream.objects.select_for_update().get(name=stream)
+        if state:
+            html = kind.state(key)
+            digest = hashlib.sha256(html.encode()).hexdigest()
+            if digest == head.state_digest:
+                return None
+            head.state_digest = digest
+        else:
+            html = kind.rows(key, refs)
+            if not html.strip():
+                return None
+            head.state_digest = ""
+        head.last_seq += 1
+        head.save(update_fields=["last_seq", "state_digest"])
+        stored = StreamEvent.objects.create(
+            stream=head,
+            seq=head.last_seq,
+            event=",".join(_unique([event for event, _ in touches]))[:200],
+            state=state,
+            refs=[] if state else refs,
+        )
+        if stored.seq % PRUNE_EVERY == 0:
+            StreamEvent.objects.filter(
+                stream=head, seq__lte=stored.seq - settings.LIVE_EVENTS_KEPT
+            ).delete()
+        transaction.on_commit(partial(_send, stream=stream, seq=stored.seq, html=html))
     return stored
 
 
 def _send(*, stream: str, seq: int, html: str) -> None:
-    # A lost group message is not a lost update: consumers fill gaps from StreamEvent.
+    # A lost group message is not a lost update: consumers fill gaps by replay.
     try:
         async_to_sync(get_channel_layer().group_send)(
             stream_group(stream),
@@ -58,9 +144,39 @@ def live_streams(*names: str) -> list[dict[str, Any]]:
     return [{"stream": n, "seq": heads.get(n, 0), "dom_id": stream_dom_id(n)} for n in names]
 
 
-def stream_events_after(*, stream: str, seq: int, limit: int = 500) -> list[tuple[int, str]]:
-    return list(
-        StreamEvent.objects.filter(stream_id=stream, seq__gt=seq)
+STALE_HTML = (
+    '<span id="live-status" data-state="stale" hx-swap-oob="true">'
+    'Missed too many updates: <a href="">reload</a></span>'
+)
+
+
+def stream_replay(*, stream: str, after: int, limit: int = 500) -> tuple[int, str] | None:
+    """What a browser at sequence `after` is missing, drawn now as one frame: `(seq, html)`.
+
+    The state as it is now covers every missed state frame; rows are drawn from their own tables.
+    A browser further behind than the kept events gets the state, or is asked to reload.
+    """
+    kind, key = stream_spec(stream)
+    head_seq = Stream.objects.filter(name=stream).values_list("last_seq", flat=True).first() or 0
+    if after >= head_seq:
+        return None
+    missed = list(
+        StreamEvent.objects.filter(stream_id=stream, seq__gt=after)
         .order_by("seq")
-        .values_list("seq", "html")[:limit]
+        .values_list("seq", "state", "refs")[: limit + 1]
+    )
+    complete = bool(missed) and missed[0][0] == after + 1 and len(missed) <= limit
+    if not complete:
+        return head_seq, kind.state(key) if kind.state else STALE_HTML
+    last_seq = missed[-1][0]
+    if kind.rows is None or any(state for _, state, _ in missed):
+        return last_seq, kind.state(key)
+    refs = _unique([ref for _, _, refs in missed for ref in refs])
+    return last_seq, kind.rows(key, refs)
+
+
+def cursor_html(stream: str, seq: int) -> str:
+    return (
+        f'<span id="{stream_dom_id(stream)}" data-live-stream="{escape(stream)}" '
+        f'data-live-seq="{seq}" hidden hx-swap-oob="true"></span>'
     )

@@ -12,11 +12,10 @@ from django.conf import settings
 from django.utils.html import escape
 
 from core.http import BadBody, json_parse
-from live.broadcast import stream_events_after
+from live.broadcast import cursor_html, stream_replay
 from live.streams import (
     StreamNameInvalid,
     session_group,
-    stream_dom_id,
     stream_group,
     stream_permission,
 )
@@ -34,13 +33,6 @@ class RefusedRequest(Exception):
         super().__init__(reason)
         self.code = code
         self.reason = reason
-
-
-def _cursor_html(stream: str, seq: int) -> str:
-    return (
-        f'<span id="{stream_dom_id(stream)}" data-live-stream="{escape(stream)}" '
-        f'data-live-seq="{seq}" hidden hx-swap-oob="true"></span>'
-    )
 
 
 def _status_html(state: str, text: str) -> str:
@@ -150,18 +142,19 @@ class LiveConsumer(AsyncWebsocketConsumer):
                 return
             if seq == cursor + 1:
                 self.cursors[stream] = seq
-                await self.send(text_data=message["html"] + _cursor_html(stream, seq))
+                await self.send(text_data=message["html"] + cursor_html(stream, seq))
                 return
         await self._catch_up(stream)
 
     async def _catch_up(self, stream: str) -> None:
         async with self.lock:
-            events = await database_sync_to_async(stream_events_after)(
-                stream=stream, seq=self.cursors[stream]
+            missed = await database_sync_to_async(stream_replay)(
+                stream=stream, after=self.cursors[stream]
             )
-            for seq, html in events:
+            if missed is not None:
+                seq, html = missed
                 self.cursors[stream] = seq
-                await self.send(text_data=html + _cursor_html(stream, seq))
+                await self.send(text_data=html + cursor_html(stream, seq))
 
     async def _poll(self) -> None:
         with contextlib.suppress(asyncio.CancelledError):

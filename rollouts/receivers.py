@@ -5,6 +5,7 @@ from typing import Any
 
 from django.dispatch import receiver
 
+from live.broadcast import stream_touch
 from signals.services import samples_ingested
 from signals.slos import slo_refreshed
 
@@ -35,9 +36,8 @@ def push_budget_gates_that_moved(
     """A gate that a rollup opened or closed shows on the plan and step pages now, rather than at
     their next event: a TPM watching for the budget to recover sees Start come back."""
     from rollouts.gates import plans_whose_gates_moved
-    from rollouts.publish import plan_publish
 
     for plan in plans_whose_gates_moved(
         slo_id=slo_id, budget_before=budget_before, budget_after=budget_after
     ):
-        plan_publish(plan=plan, event="budget_gate")
+        stream_touch(stream=plan.stream, event="budget_gate")

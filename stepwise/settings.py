@@ -183,6 +183,8 @@ CACHES = {
 # how events written by another process (a Celery worker) reach the browser; with Redis it only
 # closes gaps from lost group messages.
 LIVE_POLL_SECONDS = float(os.environ.get("STEPWISE_LIVE_POLL_SECONDS", "15" if REDIS_URL else "1"))
+# Each live stream keeps its newest events for replay (what was drawn, never the HTML).
+LIVE_EVENTS_KEPT = int(os.environ.get("STEPWISE_LIVE_EVENTS_KEPT", "1000"))
 
 # Celery: Redis in production; the kombu filesystem transport on a laptop, so a separate worker
 # process works with nothing installed.

@@ -122,6 +122,47 @@ def _ledger_anchor_of_this_test(settings, tmp_path):
 _SUITE_REPORT: list[str] = []
 
 
+class Pushes:
+    """Frames sent to browsers during a test, in order: `(stream, seq, html)`."""
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[str, int, str]] = []
+
+    def on(self, stream: str) -> list[tuple[int, str]]:
+        return [(seq, html) for name, seq, html in self.frames if name == stream]
+
+    def last_html(self, stream: str) -> str:
+        frames = self.on(stream)
+        assert frames, f"nothing was pushed on {stream}"
+        return frames[-1][1]
+
+
+@pytest.fixture
+def pushes(monkeypatch, django_capture_on_commit_callbacks):
+    """Run each transaction's after-commit pushes at the end of the `with pushes.commit():`
+    block (the test's own transaction never commits) and record what was sent."""
+    import contextlib
+
+    from live import broadcast
+
+    recorded = Pushes()
+    send = broadcast._send
+
+    def record(*, stream: str, seq: int, html: str) -> None:
+        recorded.frames.append((stream, seq, html))
+        send(stream=stream, seq=seq, html=html)
+
+    monkeypatch.setattr(broadcast, "_send", record)
+
+    @contextlib.contextmanager
+    def commit():
+        with django_capture_on_commit_callbacks(execute=True):
+            yield recorded
+
+    recorded.commit = commit
+    return recorded
+
+
 @pytest.fixture
 def suite_report():
     return _SUITE_REPORT.append

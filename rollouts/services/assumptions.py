@@ -9,8 +9,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from ledger.services import ledger_append
+from live.broadcast import stream_touch
 from rollouts.models import Assumption, Evaluation, Plan, Step, Verification
-from rollouts.publish import plan_publish
 from rollouts.rules import decision_needed
 from rollouts.selectors import assumptions_for_plans
 from rollouts.services import InvalidInput, TransitionRefused
@@ -154,7 +154,7 @@ def assumption_add(
         plan_id=plan.pk,
         step_id=probe_step.pk if probe_step else None,
     )
-    plan_publish(plan=plan, event="assumption.added")
+    stream_touch(stream=plan.stream, event="assumption.added")
     return assumption
 
 
@@ -223,7 +223,7 @@ def assumption_revise(
         plan_id=plan.pk,
         step_id=assumption.probe_step_id,
     )
-    plan_publish(plan=plan, event="assumption.revised")
+    stream_touch(stream=plan.stream, event="assumption.revised")
     return assumption
 
 
@@ -290,7 +290,7 @@ def assumption_status_set(
         payload={**_payload(assumption), "from": before, "to": status, "evidence": evidence},
         plan_id=plan.pk,
     )
-    plan_publish(plan=plan, event=f"assumption.{status}")
+    stream_touch(stream=plan.stream, event=f"assumption.{status}")
     return assumption
 
 
@@ -364,7 +364,7 @@ def assumption_probe_concluded(
             plan_id=step.plan_id,
             step_id=step.pk,
         )
-    plan_publish(plan=Plan.objects.get(pk=step.plan_id), event="assumption.probed")
+    stream_touch(stream=f"plan:{step.plan_id}", event="assumption.probed")
     return assumptions
 
 
@@ -394,5 +394,5 @@ def plan_assumption_policy_set(
         payload={"from": before, "to": policy},
         plan_id=plan.pk,
     )
-    plan_publish(plan=plan, event="plan.assumption_policy")
+    stream_touch(stream=plan.stream, event="plan.assumption_policy")
     return plan

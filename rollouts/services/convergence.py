@@ -5,8 +5,8 @@ import logging
 
 from django.db import transaction
 
+from live.broadcast import stream_touch
 from rollouts.models import FlagConsumer, Step, StepTarget
-from rollouts.publish import plan_publish
 from rollouts.services import TransitionRefused
 from rollouts.services.steps import step_target_confirm
 
@@ -67,5 +67,5 @@ def flag_consumers_converged(*, consumer_id: int) -> list[StepTarget]:
             progressed[row.step.plan_id] = row.step.plan
     # Partial progress: the step page shows each consumer catching up, so push each plan once.
     for plan in progressed.values():
-        plan_publish(plan=plan, event="flag_consumer.fetched")
+        stream_touch(stream=plan.stream, event="flag_consumer.fetched")
     return confirmed

@@ -7,8 +7,8 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import transaction
 
 from ledger.services import ledger_append
+from live.broadcast import stream_touch
 from rollouts.models import Assumption, Decision, Evaluation, Plan, Step
-from rollouts.publish import plan_publish
 from rollouts.services import InvalidInput, TransitionRefused
 from signals.models import SLO
 
@@ -183,5 +183,5 @@ def decision_record(
             decision_id=decision.pk,
         )
     if plan is not None:
-        plan_publish(plan=plan, event="decision.recorded")
+        stream_touch(stream=plan.stream, event="decision.recorded")
     return decision

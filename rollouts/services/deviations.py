@@ -7,8 +7,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from ledger.services import ledger_append
+from live.broadcast import stream_touch
 from rollouts.models import Deviation, Plan, Step
-from rollouts.publish import plan_publish
 from rollouts.services import InvalidInput, TransitionRefused
 from rollouts.services.flags import deviation_record, flag_restore
 from rollouts.services.steps import step_target_confirm
@@ -118,5 +118,5 @@ def deviation_reconcile(
         plan_id=deviation.plan_id,
         step_id=deviation.step_id,
     )
-    plan_publish(plan=deviation.plan, event="deviation.reconciled")
+    stream_touch(stream=deviation.plan.stream, event="deviation.reconciled")
     return deviation

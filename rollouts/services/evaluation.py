@@ -17,7 +17,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from ledger.services import ledger_append
-from live.broadcast import stream_publish
+from live.broadcast import stream_touch
 from rollouts.models import Evaluation, Plan, Step, StepTarget, Verification, percent_text
 from rollouts.services import TransitionRefused
 from rollouts.services.assumptions import assumption_probe_concluded
@@ -316,7 +316,7 @@ def evaluation_record(
         assumption_probe_concluded(verification=verification, step=step, evaluation=evaluation)
         verification.action = _act(verification, step, evaluation)[:300]
         verification.save(update_fields=["action"])
-    verification_publish(step_id=step.pk, event=f"evaluation.{outcome}")
+    stream_touch(stream=f"step:{step.pk}", event=f"evaluation.{outcome}")
     return evaluation
 
 
@@ -450,17 +450,6 @@ def _advance_when_partners_verified(step: Step) -> str:
         step_transition(step_id=step.pk, action="advance", actor=None, reason="verification passed")
     step_transition(step_id=step.pk, action="advance", actor=None, reason="verification passed")
     return "advanced the step to converging"
-
-
-def verification_publish(*, step_id: int, event: str) -> None:
-    from rollouts.selectors import step_verification_context
-
-    stream_publish(
-        stream=f"step:{step_id}",
-        event=event,
-        template="rollouts/_step_verification.html",
-        context=step_verification_context(step_id=step_id),
-    )
 
 
 # --- convergence predicates ---------------------------------------------------------------------

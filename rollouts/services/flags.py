@@ -9,7 +9,7 @@ from django.db import transaction
 from django.db.models import Prefetch
 
 from ledger.services import ledger_append
-from live.broadcast import stream_publish
+from live.broadcast import stream_touch
 from rollouts.models import (
     Deviation,
     Flag,
@@ -19,7 +19,6 @@ from rollouts.models import (
     Step,
     StepTarget,
 )
-from rollouts.publish import plan_publish
 from rollouts.rules import dependency_blocker, exposure_raise_blocker, revert_raise_refusal
 from rollouts.services import InvalidInput, TransitionRefused
 
@@ -138,17 +137,6 @@ def _waiting_ramp_steps(flag: Flag) -> list[str]:
     return sorted(reasons)
 
 
-def _publish_flag(flag: Flag) -> None:
-    from rollouts.selectors import flag_board_row
-
-    stream_publish(
-        stream=FLAGS_STREAM,
-        event="flag.changed",
-        template="rollouts/_flag_row.html",
-        context=flag_board_row(flag=flag),
-    )
-
-
 @transaction.atomic
 def flag_version_create(
     *,
@@ -256,7 +244,7 @@ def flag_version_create(
             flag_version=version,
             actor=actor,
         )
-    _publish_flag(flag)
+    stream_touch(stream=FLAGS_STREAM, event="flag.changed", ref=flag.pk)
     return version
 
 
@@ -476,5 +464,5 @@ def deviation_record(
         plan_id=plan.pk,
         step_id=step.pk if step else None,
     )
-    plan_publish(plan=plan, event="deviation.recorded")
+    stream_touch(stream=plan.stream, event="deviation.recorded")
     return deviation

@@ -10,9 +10,9 @@ from django.db.models import ProtectedError
 from django.utils import timezone
 
 from ledger.services import ledger_append
+from live.broadcast import stream_touch
 from rollouts.models import Decision, Flag, Plan, Step, StepTarget, Target
 from rollouts.plan_spec import PlanSpec, StepSpec, plan_spec_from_plan, plan_spec_parse
-from rollouts.publish import plan_publish
 from rollouts.services import TransitionRefused
 from rollouts.services.flags import flag_create
 from signals.models import SLO, MetricSource
@@ -553,7 +553,7 @@ def _apply(
                 "depends_on": {s.key: sorted(s.depends_on) for s in spec.steps},
             },
         )
-    plan_publish(plan=plan, event="plan.applied")
+    stream_touch(stream=plan.stream, event="plan.applied")
     return PlanApplyResult(
         spec=spec,
         diff=diff,

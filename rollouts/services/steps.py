@@ -8,6 +8,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from ledger.services import ledger_append
+from live.broadcast import stream_touch
 from rollouts.gates import blockers_of, budget_gate_blockers, budget_gates
 from rollouts.models import (
     Decision,
@@ -19,7 +20,6 @@ from rollouts.models import (
     Verification,
     percent_text,
 )
-from rollouts.publish import plan_publish
 from rollouts.rules import (
     SATISFIED,
     action_blockers,
@@ -329,7 +329,7 @@ def step_transition(
         _complete_if_converged(member, actor=None)
     _refresh_ready(plan, steps, deps)
     _complete_plan_if_finished(plan, steps)
-    plan_publish(plan=plan, event=f"step.{action}")
+    stream_touch(stream=plan.stream, event=f"step.{action}")
     return step
 
 
@@ -444,7 +444,7 @@ def plan_transition(
     if plan.status == Plan.Status.ACTIVE:
         _advance_verified(steps)
         _refresh_ready(plan, steps, deps)
-    plan_publish(plan=plan, event=f"plan.{action}")
+    stream_touch(stream=plan.stream, event=f"plan.{action}")
     return plan
 
 
@@ -513,5 +513,5 @@ def step_target_confirm(
     _complete_if_converged(step, actor=None)
     _refresh_ready(plan, steps, deps)
     _complete_plan_if_finished(plan, steps)
-    plan_publish(plan=plan, event="step.target_converged")
+    stream_touch(stream=plan.stream, event="step.target_converged")
     return row

@@ -15,7 +15,7 @@ from incidents.services import (
     incident_declare,
     incident_flag_revert,
 )
-from live.models import StreamEvent
+from incidents.streams import console_state
 from rollouts.models import Flag
 
 pytestmark = pytest.mark.django_db
@@ -38,7 +38,8 @@ def _console(client, incident: Incident) -> str:
 
 
 def _latest_push(incident: Incident) -> str:
-    return StreamEvent.objects.filter(stream_id=incident.stream).latest("seq").html
+    """What a push of the console draws now."""
+    return console_state(str(incident.pk))
 
 
 def _flag_line(html: str, key: str) -> str:

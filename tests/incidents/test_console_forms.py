@@ -12,7 +12,7 @@ from django.urls import reverse
 
 from incidents.models import Change, Incident
 from incidents.services import change_start, hypothesis_state, incident_declare
-from live.models import StreamEvent
+from incidents.streams import console_state
 
 pytestmark = pytest.mark.django_db
 
@@ -51,7 +51,8 @@ def _form_with(html: str, testid: str) -> tuple[str, dict[str, str]]:
 
 
 def _latest_push(incident: Incident) -> str:
-    return StreamEvent.objects.filter(stream_id=incident.stream).latest("seq").html
+    """What a push of the console draws now."""
+    return console_state(str(incident.pk))
 
 
 def test_console_push__every_form__no_csrf_warning_and_no_token_in_the_html(

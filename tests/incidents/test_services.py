@@ -258,12 +258,17 @@ def test_incident_declare__invalid_input__refused_and_nothing_stored(commander, 
     _nothing_stored()
 
 
-def test_incident_declare__console__pushes_the_live_console(incident):
-    # The partial is stored with the change (and sent on commit): a browser that reconnects
-    # catches up from it.
-    [event] = StreamEvent.objects.filter(stream_id=f"incident:{incident.pk}")
-    assert event.event == "incident.declared"
-    assert "Checkout 500s in eu-west" in event.html
+def test_incident_declare__console__pushes_the_live_console_once_after_commit(
+    pushes, commander
+):
+    with pushes.commit():
+        incident = incident_declare(
+            title="Checkout 500s in eu-west", severity=2, actor=commander
+        )
+    [event] = StreamEvent.objects.filter(stream_id=incident.stream)
+    assert event.event.split(",")[0] == "incident.declared" and event.state
+    [(seq, html)] = pushes.on(incident.stream)  # every touch of the declaration: one frame
+    assert seq == event.seq and "Checkout 500s in eu-west" in html
 
 
 # --- narration -----------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ import pytest
 from incidents.models import Incident, TimelineEntry
 from incidents.services import incident_status_change, incident_triage
 from ledger.models import LedgerEntry
-from live.models import StreamEvent
 from rollouts.services import InvalidInput, TransitionRefused
 
 pytestmark = pytest.mark.django_db
@@ -24,17 +23,16 @@ def _snapshot(incident: Incident) -> tuple:
 
 
 def test_incident_triage__sev2_raised_to_sev1__cadence_timeline_ledger_and_push(
-    incident, commander
+    incident, commander, pushes
 ):
-    pushes = StreamEvent.objects.filter(stream_id=incident.stream).count()
-
-    incident_triage(
-        incident_id=incident.pk,
-        severity=1,
-        services=["checkout", " payments ", "checkout"],
-        actor=commander,
-        reason="EU card payments failing too",
-    )
+    with pushes.commit():
+        incident_triage(
+            incident_id=incident.pk,
+            severity=1,
+            services=["checkout", " payments ", "checkout"],
+            actor=commander,
+            reason="EU card payments failing too",
+        )
 
     incident.refresh_from_db()
     assert (incident.severity, incident.services) == (1, ["checkout", "payments"])
@@ -48,7 +46,8 @@ def test_incident_triage__sev2_raised_to_sev1__cadence_timeline_ledger_and_push(
     assert ledger.payload["from"] == {"severity": "SEV2", "services": []}
     assert ledger.payload["to"] == {"severity": "SEV1", "services": ["checkout", "payments"]}
     assert ledger.incident_id == incident.pk
-    assert StreamEvent.objects.filter(stream_id=incident.stream).count() == pushes + 1
+    [(_, html)] = pushes.on(incident.stream)
+    assert "SEV1" in html
 
 
 def test_incident_triage__services_only__no_reason_needed(incident, commander):

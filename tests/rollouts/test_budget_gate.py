@@ -244,15 +244,15 @@ def test_step_start__started_step_budget_exhausts_afterwards__it_keeps_moving(ma
     assert Step.objects.get(pk=step.pk).status == "verifying"
 
 
-def test_slo_refresh__budget_crosses_the_gate__plan_pushed_once_with_the_reason(make_plan):
-    from live.models import StreamEvent
-
-    plan = make_plan([{"key": "a"}, {"key": "b"}])
-    slo = slo_with_budget(remaining=0.63)
-    gate(plan, "a", slo)
-    started = make_plan([{"key": "a"}], key="started-plan")
-    step_transition(step_id=gate(started, "a", slo).pk, action="start", actor=None)
-    pushes = StreamEvent.objects.filter(event="budget_gate")
+def test_slo_refresh__budget_crosses_the_gate__plan_pushed_once_with_the_reason(
+    make_plan, pushes
+):
+    with pushes.commit():  # the setup's own pushes go out here
+        plan = make_plan([{"key": "a"}, {"key": "b"}])
+        slo = slo_with_budget(remaining=0.63)
+        gate(plan, "a", slo)
+        started = make_plan([{"key": "a"}], key="started-plan")
+        step_transition(step_id=gate(started, "a", slo).pk, action="start", actor=None)
     later = NOW + timedelta(minutes=10)
 
     counters(
@@ -263,14 +263,17 @@ def test_slo_refresh__budget_crosses_the_gate__plan_pushed_once_with_the_reason(
         requests_metric="login-availability_requests_total",
         failures_metric="login-availability_failures_total",
     )
-    slo_refresh(slo_id=slo.pk, now=later)
+    pushes.frames.clear()
+    with pushes.commit():
+        slo_refresh(slo_id=slo.pk, now=later)
 
-    [push] = pushes
-    assert push.stream_id == plan.stream  # the started plan's gate holds nothing: no push
-    assert "error budget gate: login-availability has" in push.html
+    [(stream, _, html)] = pushes.frames  # the started plan's gate holds nothing: no push
+    assert stream == plan.stream
+    assert "error budget gate: login-availability has" in html
     # Still closed on the next tick: nothing moved, nothing pushed.
-    slo_refresh(slo_id=slo.pk, now=later + timedelta(minutes=1))
-    assert pushes.count() == 1
+    with pushes.commit():
+        slo_refresh(slo_id=slo.pk, now=later + timedelta(minutes=1))
+    assert len(pushes.frames) == 1
 
 
 # --- pages ---------------------------------------------------------------------------------------

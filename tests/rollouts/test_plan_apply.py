@@ -26,8 +26,9 @@ def _deps(plan: Plan) -> dict[str, set[str]]:
     return {s.key: {d.key for d in s.depends_on.all()} for s in plan.steps.all()}
 
 
-def test_plan_apply__example_file__plan_steps_targets_flag_ledger_and_push(tpm):
-    result = plan_apply(text=example_text(), actor=tpm)
+def test_plan_apply__example_file__plan_steps_targets_flag_ledger_and_push(tpm, pushes):
+    with pushes.commit():
+        result = plan_apply(text=example_text(), actor=tpm)
 
     plan = Plan.objects.get(key="identity-migration")
     assert result.applied and result.plan == plan and plan.status == "draft"
@@ -53,13 +54,16 @@ def test_plan_apply__example_file__plan_steps_targets_flag_ledger_and_push(tpm):
     assert declared[0].payload["order"] == [s.key for s in steps]
     assert declared[0].payload["depends_on"]["accounts-deploy"] == ["idp-roles", "sessions-expand"]
     assert StreamEvent.objects.filter(stream_id=plan.stream, event="plan.applied").count() == 1
+    assert len(pushes.on(plan.stream)) == 1
 
 
-def test_plan_apply__same_file_twice__no_changes_and_nothing_written(tpm):
-    plan_apply(text=example_text(), actor=tpm)
+def test_plan_apply__same_file_twice__no_changes_and_nothing_written(tpm, pushes):
+    with pushes.commit():
+        plan_apply(text=example_text(), actor=tpm)
     entries, events = LedgerEntry.objects.count(), StreamEvent.objects.count()
 
-    result = plan_apply(text=example_text(), actor=tpm)
+    with pushes.commit():
+        result = plan_apply(text=example_text(), actor=tpm)
 
     assert not result.changed and not result.applied
     assert result.diff.lines() == ["plan identity-migration: no changes"]
@@ -284,7 +288,7 @@ def test_plan_apply__failure_after_writes__whole_apply_rolled_back(tpm, monkeypa
     def broken_publish(**kwargs):
         raise RuntimeError("push failed")
 
-    monkeypatch.setattr("rollouts.services.plan_apply.plan_publish", broken_publish)
+    monkeypatch.setattr("rollouts.services.plan_apply.stream_touch", broken_publish)
     with pytest.raises(RuntimeError):
         plan_apply(text=example_text(), actor=tpm)
     assert not Plan.objects.exists() and not Flag.objects.exists() and not Target.objects.exists()

@@ -74,19 +74,18 @@ def test_step_action__viewer__403(client, role_user, program):
     assert program.steps.get(key="roles").status in {"pending", "ready"}
 
 
-def test_step_action__start__running_and_pushed_to_plan_stream(client, role_user, program):
-    from live.models import StreamEvent
-
+def test_step_action__start__running_and_pushed_to_plan_stream(
+    client, role_user, program, pushes
+):
     client.force_login(role_user("tpm"))
-    response = client.post(
-        "/plans/identity/steps/roles/action", {"action": "start"}, HTTP_HX_REQUEST="true"
-    )
+    with pushes.commit():
+        response = client.post(
+            "/plans/identity/steps/roles/action", {"action": "start"}, HTTP_HX_REQUEST="true"
+        )
     assert response.status_code == 200
     assert program.steps.get(key="roles").status == "running"
-    pushed = StreamEvent.objects.filter(stream_id=f"plan:{program.pk}").last()
-    assert (
-        'data-testid="status-roles">running' in pushed.html and 'hx-swap-oob="true"' in pushed.html
-    )
+    pushed = pushes.last_html(f"plan:{program.pk}")
+    assert 'data-testid="status-roles">running' in pushed and 'hx-swap-oob="true"' in pushed
 
 
 def test_step_action__skip_needs_a_reason_from_the_prompt(client, role_user, program):

@@ -60,15 +60,14 @@ def test_ledger_append__missing_action_or_subject__refused():
         ledger_append(action="plan.created")
 
 
-def test_ledger_append__committed__live_event_stored_and_sent_on_commit(
-    django_capture_on_commit_callbacks,
-):
-    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+def test_ledger_append__committed__entry_drawn_and_sent_after_commit(pushes):
+    with pushes.commit():
         entry = ledger_append(action="plan.created", subject_type="plan", subject_id=1)
+        assert not StreamEvent.objects.exists() and not pushes.frames  # nothing before commit
     event = StreamEvent.objects.get(stream_id="ledger")
-    assert event.seq == 1 and event.event == "ledger.appended"
-    assert f'id="ledger-entry-{entry.seq}"' in event.html and "hx-swap-oob" in event.html
-    assert len(callbacks) == 2  # the push, and the anchor of the new head (ledger/anchor.py)
+    assert event.seq == 1 and event.event == "ledger.appended" and event.refs == [str(entry.seq)]
+    html = pushes.last_html("ledger")
+    assert f'id="ledger-entry-{entry.seq}"' in html and "hx-swap-oob" in html
 
 
 def test_ledger_record_manual__blank_summary__refused_with_reason(role_user):

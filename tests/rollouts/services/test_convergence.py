@@ -31,7 +31,7 @@ def _consumer(user, name: str, target: str):
 
 
 def test_flag_step__every_consumer_in_every_target_fetches__converges_and_done(
-    make_plan, role_user
+    make_plan, role_user, pushes
 ):
     plan = make_plan(
         [{"key": "ramp", "flag": "new-login", "percentage": 5, "targets": ["eu", "us"]}]
@@ -48,12 +48,16 @@ def test_flag_step__every_consumer_in_every_target_fetches__converges_and_done(
     revision = step.flag_versions.get().config_revision
 
     flag_consumer_fetch_record(consumer_id=eu_a.pk, revision=revision - 1)  # an older configuration
-    flag_consumer_fetch_record(consumer_id=eu_a.pk, revision=revision)
+    with pushes.commit():
+        flag_consumer_fetch_record(consumer_id=eu_a.pk, revision=revision)
     assert dict(step.step_targets.values_list("target__name", "state")) == {
         "eu": "pending",
         "us": "pending",
     }
-    assert StreamEvent.objects.filter(stream_id=plan.stream, event="flag_consumer.fetched").exists()
+    assert StreamEvent.objects.filter(
+        stream_id=plan.stream, event__contains="flag_consumer.fetched"
+    ).exists()
+    assert pushes.on(plan.stream)
 
     flag_consumer_fetch_record(consumer_id=eu_b.pk, revision=revision)
     assert dict(step.step_targets.values_list("target__name", "state")) == {

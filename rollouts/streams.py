@@ -1,0 +1,34 @@
+"""How rollouts pages are drawn for a push: the same partials the views render."""
+
+from django.template.loader import render_to_string
+
+from live.streams import stream_kind_register
+from rollouts.models import Flag, Plan, Step
+from rollouts.selectors import flag_board_row, plan_live_context, step_verification_context
+
+
+def plan_state(key: str) -> str:
+    if not Plan.objects.filter(pk=key).exists():
+        return ""
+    return render_to_string("rollouts/_plan_live.html", plan_live_context(plan_id=int(key)))
+
+
+def step_state(key: str) -> str:
+    if not Step.objects.filter(pk=key).exists():
+        return ""
+    return render_to_string(
+        "rollouts/_step_verification.html", step_verification_context(step_id=int(key))
+    )
+
+
+def flag_rows(key: str, refs: list[str]) -> str:
+    return "".join(
+        render_to_string("rollouts/_flag_row.html", flag_board_row(flag=flag))
+        for flag in Flag.objects.filter(pk__in=refs).order_by("key")
+    )
+
+
+def register() -> None:
+    stream_kind_register(kind="plan", permission="rollouts.view_plan", state=plan_state)
+    stream_kind_register(kind="flags", permission="rollouts.view_flag", rows=flag_rows)
+    stream_kind_register(kind="step", permission="rollouts.view_plan", state=step_state)
