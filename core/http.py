@@ -1,11 +1,18 @@
-"""The HTTP edge: one JSON-body parser for every API, refusing what the domain cannot hold."""
+"""The HTTP edge: one JSON-body parser for every API, refusing what the domain cannot hold; one
+API guard; one way a refusal becomes a status; one way a form calls a service."""
 
 import json
+from collections.abc import Callable
+from functools import wraps
 from typing import Any
 
+from django.contrib import messages
 from django.core.exceptions import RequestDataTooBig
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.shortcuts import render
+from django.utils.http import url_has_allowed_host_and_scheme
 
+from core.errors import InvalidInput, TransitionRefused, refusal_status
 from core.text import unsafe_text
 
 MAX_JSON_DEPTH = 32
@@ -59,3 +66,72 @@ def json_object_body(request: HttpRequest) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise BadBody(400, "the body must be a JSON object")
     return value
+
+
+def refusal_response(exc: TransitionRefused | InvalidInput) -> JsonResponse:
+    return JsonResponse({"error": str(exc)}, status=refusal_status(exc))
+
+
+def api_endpoint(*, scope: str, permission: str) -> Callable:
+    """Guard an API view: a token needs `scope`; a logged-in user needs `permission`.
+
+    Session callers keep CSRF protection (the view is not exempted for them); token callers are
+    exempted by the token middleware.
+    """
+
+    def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        @wraps(view)
+        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            token = getattr(request, "api_token", None)
+            if token is not None and not token.allows(scope):
+                return JsonResponse({"error": f"this token lacks the {scope!r} scope"}, status=403)
+            if not request.user.has_perm(permission):
+                return JsonResponse(
+                    {"error": f"{request.user.get_username()} lacks permission {permission}"},
+                    status=403,
+                )
+            return view(request, *args, **kwargs)
+
+        return wrapped
+
+    return decorator
+
+
+def _form_problems(form: Any) -> str:
+    return "; ".join(
+        f"{name}: {' '.join(errors)}" if name != "__all__" else " ".join(errors)
+        for name, errors in form.errors.items()
+    )
+
+
+def form_submit(form: Any, call: Callable[[dict], Any]) -> tuple[Any, str | None, int]:
+    """Validate `form` and call one service with its cleaned data: (what it returned, None, 200),
+    or (None, why, status) with the status `refusal_status` gives (400 for a form error)."""
+    if not form.is_valid():
+        return None, _form_problems(form), 400
+    try:
+        return call(form.cleaned_data), None, 200
+    except (TransitionRefused, InvalidInput) as exc:
+        return None, str(exc), refusal_status(exc)
+
+
+def form_action(
+    request: HttpRequest, form: Any, call: Callable[[dict], Any], *, done: str, back: str
+) -> HttpResponse:
+    """Validate, call one service, and answer: htmx gets a status line (the change itself arrives
+    over the websocket); a plain form post gets a redirect with a message."""
+    _, error, status = form_submit(form, call)
+    if request.htmx:
+        return render(
+            request, "core/_action_result.html", {"error": error, "done": done}, status=status
+        )
+    if error:
+        messages.error(request, error)
+    else:
+        messages.success(request, done)
+    # `back` may come from the form's `next`: only ever a path on this site, and a URL, never a
+    # view name for redirect() to look up ("0" was one).
+    safe = back.startswith("/") and url_has_allowed_host_and_scheme(
+        back, {request.get_host()}, require_https=False
+    )
+    return HttpResponseRedirect(back if safe else "/")

@@ -1,7 +1,20 @@
-"""Text that a database, a hash or a log line cannot hold, found before anything stores it."""
+"""Text helpers every app shares: what a database, a hash or a log line cannot hold (found before
+anything stores it), and how numbers and quotes are written for people."""
 
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
+
+
+def percent_text(value: Decimal | float | int) -> str:
+    """5 -> "5%", 12.50 -> "12.5%": how people write rollout percentages."""
+    return f"{Decimal(str(value)).normalize():f}%"
+
+
+def clip(text: str, limit: int) -> str:
+    """One line of at most `limit` characters, ending in … when cut."""
+    text = " ".join((text or "").split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
 def text_problem(value: str) -> str | None:

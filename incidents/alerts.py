@@ -23,11 +23,11 @@ from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from core.errors import InvalidInput, TransitionRefused
 from incidents.models import Alert, Incident, TimelineEntry
 from incidents.services import incident_declare, incident_system_note
 from ledger.services import ledger_append
 from rollouts.models import Step
-from rollouts.services import InvalidInput, TransitionRefused
 
 logger = logging.getLogger(__name__)
 

@@ -10,8 +10,14 @@ from django.http import HttpRequest, JsonResponse
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from accounts.api import api_endpoint
-from core.http import BadBody, json_body, json_object_body
+from core.errors import InvalidInput, TransitionRefused
+from core.http import (
+    BadBody,
+    api_endpoint,
+    json_body,
+    json_object_body,
+    refusal_response,
+)
 from incidents.alerts import AlertPayloadInvalid, alertmanager_ingest
 from incidents.models import Change, Incident
 from incidents.selectors import incident_as_dict
@@ -21,7 +27,6 @@ from incidents.services import (
     incident_triage,
     narration_post,
 )
-from rollouts.services import InvalidInput, TransitionRefused
 
 # No "incidents:read" scope exists yet, so reading takes the same scope as writing.
 SCOPE = "incidents:write"
@@ -64,7 +69,7 @@ def _json_object(request: HttpRequest, allowed: set[str]) -> dict[str, Any]:
 
 def _refusals_answered(view: Callable[..., JsonResponse]) -> Callable[..., JsonResponse]:
     """An endpoint raises; the client gets JSON with the reason: its own status for a bad body,
-    409 for a refused transition, 400 for bad input."""
+    and the status `refusal_status` gives a refusal."""
 
     @functools.wraps(view)
     def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
@@ -72,10 +77,8 @@ def _refusals_answered(view: Callable[..., JsonResponse]) -> Callable[..., JsonR
             return view(request, *args, **kwargs)
         except _BadRequest as exc:
             return exc.response
-        except TransitionRefused as exc:
-            return _error(str(exc), 409)
-        except InvalidInput as exc:
-            return _error(str(exc), 400)
+        except (TransitionRefused, InvalidInput) as exc:
+            return refusal_response(exc)
 
     return wrapped
 

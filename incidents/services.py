@@ -12,6 +12,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
+from core.errors import InvalidInput, NotFound, TransitionRefused
 from incidents.models import (
     ActionItem,
     BreakGlassSwitch,
@@ -25,10 +26,9 @@ from incidents.rules import change_blocker, flag_move, flag_revert_plan, revert_
 from ledger.services import ledger_append
 from live.broadcast import stream_touch
 from rollouts.models import Decision, Flag, FlagVersion, Plan, Step
-from rollouts.services import InvalidInput, TransitionRefused
 from rollouts.services.decisions import decision_record
 from rollouts.services.flags import flag_change, flag_restore, flag_revert, flag_revert_check
-from signals.measurements import duration_text
+from signals.measurements import duration_spec
 from signals.models import SLOAlert
 
 MAX_NARRATION = 2_000
@@ -41,7 +41,7 @@ def _who(actor: AbstractBaseUser | None, label: str = "stepwise") -> str:
 def _lock(incident_id: int) -> Incident:
     incident = Incident.objects.select_for_update().filter(pk=incident_id).first()
     if incident is None:
-        raise InvalidInput(f"no incident with id {incident_id}")
+        raise NotFound(f"no incident with id {incident_id}")
     return incident
 
 
@@ -705,7 +705,7 @@ def break_glass_flip(*, incident_id: int, switch_id: int, on: bool, actor: Abstr
         raise TransitionRefused(f"INC-{incident.pk} is {incident.status}: break-glass is closed")
     switch = BreakGlassSwitch.objects.select_related("flag").filter(pk=switch_id).first()
     if switch is None:
-        raise InvalidInput(f"no break-glass switch {switch_id}")
+        raise NotFound(f"no break-glass switch {switch_id}")
     allowed = actor.has_perm("incidents.break_glass") or (
         actor.has_perm("incidents.narrate") and switch.allowed_users.filter(pk=actor.pk).exists()
     )
@@ -887,7 +887,7 @@ def incident_declare_from_slo_alert(
             .first()
         )
         if alert is None:
-            raise InvalidInput(f"no SLO alert with id {alert_id}")
+            raise NotFound(f"no SLO alert with id {alert_id}")
         existing = Incident.objects.filter(slo_alert=alert, status__in=Incident.OPEN).first()
         if existing is not None:
             return existing, False
@@ -898,7 +898,7 @@ def incident_declare_from_slo_alert(
                 "by hand if the service is still hurting"
             )
         slo = alert.slo
-        rule = f"{duration_text(alert.long_window_seconds)} and {duration_text(alert.short_window_seconds)}"
+        rule = f"{duration_spec(alert.long_window_seconds)} and {duration_spec(alert.short_window_seconds)}"
         incident = incident_declare(
             title=f"{slo.title} burning its error budget at {alert.long_burn_rate:.1f}x",
             severity=SLO_ALERT_SEVERITY[alert.severity],

@@ -10,13 +10,13 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
+from core.errors import InvalidInput, TransitionRefused
+from core.http import form_action
 from incidents import forms, selectors, services
 from incidents.charts import durations_chart
 from incidents.models import Incident
 from incidents.postmortem import incident_durations, postmortem_build, postmortem_markdown
 from live.broadcast import live_streams
-from rollouts.services import InvalidInput, TransitionRefused
-from rollouts.views import form_action
 
 
 def _list_page(

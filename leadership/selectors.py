@@ -11,6 +11,7 @@ from django.db.models.functions import Trunc, TruncWeek
 from django.urls import reverse
 from django.utils import timezone
 
+from core.text import percent_text
 from incidents.models import Incident
 from ledger.models import LedgerEntry
 from rollouts.gates import budget_gate_blockers
@@ -22,7 +23,6 @@ from rollouts.models import (
     Plan,
     Step,
     Verification,
-    percent_text,
 )
 from rollouts.rules import (
     decision_needed,

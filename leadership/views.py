@@ -10,12 +10,12 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from core.errors import InvalidInput, TransitionRefused
 from incidents.services import incident_declare_from_slo_alert
 from leadership import charts, selectors
 from leadership.forms import OpenSLOImportForm
 from leadership.services import slos_import
 from rollouts.models import Decision
-from rollouts.services import InvalidInput, TransitionRefused
 from signals.models import SLO
 from signals.openslo import openslo_export
 from signals.services import slo_spec_of

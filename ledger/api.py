@@ -1,7 +1,7 @@
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
 
-from accounts.api import api_endpoint
+from core.http import api_endpoint
 from ledger.forms import LedgerFilterForm
 from ledger.models import LedgerEntry
 from ledger.selectors import ledger_page, ledger_verify

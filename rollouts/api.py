@@ -1,10 +1,9 @@
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_POST
 
-from accounts.api import api_endpoint
-from core.http import BadBody, json_object_body
+from core.errors import InvalidInput, TransitionRefused
+from core.http import BadBody, api_endpoint, json_object_body, refusal_response
 from rollouts.forms import DeployWebhookForm, StepActionForm
-from rollouts.services import InvalidInput, TransitionRefused
 from rollouts.services.deviations import deploy_report
 from rollouts.services.steps import step_transition
 
@@ -25,7 +24,7 @@ def deploy_webhook(request: HttpRequest) -> JsonResponse:
     try:
         outcome = deploy_report(**form.cleaned_data, actor=request.user)
     except InvalidInput as exc:
-        return JsonResponse({"error": str(exc)}, status=400)
+        return refusal_response(exc)
     return JsonResponse(outcome, status=202)
 
 
@@ -43,8 +42,6 @@ def step_action(request: HttpRequest, step_id: int) -> JsonResponse:
         )
     try:
         step = step_transition(step_id=step_id, actor=request.user, **form.cleaned_data)
-    except TransitionRefused as exc:
-        return JsonResponse({"error": str(exc)}, status=409)
-    except InvalidInput as exc:
-        return JsonResponse({"error": str(exc)}, status=404 if "no step" in str(exc) else 400)
+    except (TransitionRefused, InvalidInput) as exc:
+        return refusal_response(exc)
     return JsonResponse({"step": step.key, "status": step.status})

@@ -5,7 +5,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
-from rollouts.models import Plan, Step, percent_text
+from core.text import percent_text
+from rollouts.models import Plan, Step
 from signals.models import SLO
 from signals.slos import SLOStatus, slo_statuses
 

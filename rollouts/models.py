@@ -8,10 +8,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
-
-def percent_text(value: Decimal | float | int) -> str:
-    """5 -> "5%", 12.50 -> "12.5%": how people write rollout percentages."""
-    return f"{Decimal(str(value)).normalize():f}%"
+from core.text import percent_text
 
 
 class Plan(models.Model):

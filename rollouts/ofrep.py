@@ -18,8 +18,7 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from accounts.api import api_endpoint
-from core.http import BadBody, json_parse
+from core.http import BadBody, api_endpoint, json_parse
 from rollouts.evaluation import (
     FLAG_NOT_FOUND,
     GENERAL,

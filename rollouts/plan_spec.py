@@ -21,7 +21,7 @@ from jsonschema import Draft202012Validator
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from core.text import text_problem
+from core.text import percent_text, text_problem
 from rollouts.graph import find_cycle
 from rollouts.models import Plan, Step
 from rollouts.verification_spec import (
@@ -907,10 +907,6 @@ def _number(value: Decimal) -> int | float:
     return int(value) if value == value.to_integral_value() else float(value)
 
 
-def _percent_text(value: Decimal | None) -> str:
-    return f"{(value or Decimal(0)).normalize():f}%"
-
-
 def plan_spec_document(spec: PlanSpec) -> dict[str, Any]:
     """The plain-data document for a spec, leaving out empty optional fields."""
     steps = []
@@ -952,7 +948,7 @@ def plan_spec_document(spec: PlanSpec) -> dict[str, Any]:
             step["convergence"] = s.convergence
         if s.budget_slo:
             step["budget_gate"] = _FlowMap(
-                {"slo": s.budget_slo, "min_remaining": _percent_text(s.budget_min_remaining)}
+                {"slo": s.budget_slo, "min_remaining": percent_text(s.budget_min_remaining or 0)}
             )
         steps.append(step)
     body: dict[str, Any] = {}

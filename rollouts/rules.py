@@ -3,6 +3,7 @@ the service that refuses the click give the same reason."""
 
 from collections.abc import Iterable, Mapping, Sequence
 
+from core.text import clip
 from rollouts.gates import partner_reason
 from rollouts.models import Assumption, FlagVersion, Plan, Step, StepTarget
 
@@ -10,11 +11,6 @@ from rollouts.models import Assumption, FlagVersion, Plan, Step, StepTarget
 SATISFIED = {Step.Status.DONE, Step.Status.SKIPPED}
 # How much of a statement or of evidence a reason quotes: enough to recognise it.
 QUOTED_CHARS = 120
-
-
-def _clip(text: str, limit: int = QUOTED_CHARS) -> str:
-    text = " ".join((text or "").split())
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
 def unconverged_dependency(
@@ -57,7 +53,7 @@ def target_reading(step: Step, row: StepTarget) -> str:
             return f"{name}: not checked yet, needs {condition}"
         if check.get("value") is None:
             problem = check.get("problem") or "no data"
-            return f"{name}: {_clip(problem, 80)}, needs {condition}"
+            return f"{name}: {clip(problem, 80)}, needs {condition}"
         return f"{name}: value {check['value']:.6g}, needs {condition}"
     if step.kind == Step.Kind.FLAG_RAMP:
         return f"{name}: not every flag consumer has fetched the new configuration"
@@ -133,9 +129,9 @@ def decision_needed(assumptions: Iterable[Assumption]) -> list[Assumption]:
 def decision_needed_reason(assumption: Assumption) -> str:
     """ "decision needed: assumption 'X' was falsified by <evidence>; record adapt, persist or
     kill": the words the plan banner and a refused start both show."""
-    evidence = _clip(assumption.evidence) or "a person (no evidence recorded)"
+    evidence = clip(assumption.evidence, QUOTED_CHARS) or "a person (no evidence recorded)"
     return (
-        f"decision needed: assumption '{_clip(assumption.statement)}' was falsified by "
+        f"decision needed: assumption '{clip(assumption.statement, QUOTED_CHARS)}' was falsified by "
         f"{evidence}; record adapt, persist or kill"
     )
 
@@ -156,14 +152,14 @@ def probe_text(assumption: Assumption) -> str:
         extras.append(f"cost {assumption.probe_cost}")
     if assumption.probe_step_id is not None:
         extras.append(f"step {assumption.probe_step.key}")
-    text = _clip(assumption.probe) or "none declared"
+    text = clip(assumption.probe, QUOTED_CHARS) or "none declared"
     return text + (f" ({'; '.join(extras)})" if extras else "")
 
 
 def top_untested_reason(assumption: Assumption) -> str:
     """ "probe the top assumption first: 'X' (rank 20) is untested; its probe: …"."""
     return (
-        f"probe the top assumption first: '{_clip(assumption.statement)}' "
+        f"probe the top assumption first: '{clip(assumption.statement, QUOTED_CHARS)}' "
         f"(rank {assumption.rank}) is untested; its probe: {probe_text(assumption)}"
     )
 

@@ -10,6 +10,7 @@ from django.shortcuts import get_object_or_404
 from django.urls import reverse
 
 from core.markdown import md_text
+from core.text import clip
 from ledger.models import LedgerEntry
 from rollouts.charts import canary_chart
 from rollouts.gates import blockers_of, budget_gate_blockers, budget_gates
@@ -505,11 +506,6 @@ class DecisionRow:
         return bool(self.corrected_by)
 
 
-def _clip(text: str, limit: int = 80) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
-
-
 def decision_links(decision: Decision, *, plan: Plan | None = None) -> list[tuple[str, str, str]]:
     """What prompted a decision, each as (kind, label, url). Expects the relations loaded
     (`plan_decisions` does)."""
@@ -520,7 +516,7 @@ def decision_links(decision: Decision, *, plan: Plan | None = None) -> list[tupl
         links.append(
             (
                 "assumption",
-                f"assumption '{_clip(a.statement)}' ({a.status})",
+                f"assumption '{clip(a.statement, 80)}' ({a.status})",
                 reverse("plan-detail", args=[plan.key]) + f"#assumption-{a.pk}",
             )
         )

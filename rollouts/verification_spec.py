@@ -15,7 +15,7 @@ from signals.measurements import (
     MeasurementInvalid,
     MeasurementSpec,
     duration_seconds,
-    duration_text,
+    duration_spec,
     measurement_spec_parse,
 )
 
@@ -156,11 +156,11 @@ def analysis_document(values: dict[str, int]) -> dict[str, Any]:
     """The non-default analysis settings in plan-file form."""
     doc: dict[str, Any] = {}
     if values["verify_interval_seconds"] != DEFAULT_INTERVAL_SECONDS:
-        doc["interval"] = duration_text(values["verify_interval_seconds"])
+        doc["interval"] = duration_spec(values["verify_interval_seconds"])
     if values["verify_count"] != DEFAULT_COUNT:
         doc["count"] = values["verify_count"]
     if values["verify_initial_delay_seconds"]:
-        doc["initial_delay"] = duration_text(values["verify_initial_delay_seconds"])
+        doc["initial_delay"] = duration_spec(values["verify_initial_delay_seconds"])
     for name, default in LIMIT_DEFAULTS.items():
         if values[name] != default:
             doc[name] = values[name]

@@ -1,16 +1,16 @@
-from collections.abc import Callable
 from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import reswap, retarget
 
+from core.errors import InvalidInput
+from core.http import form_action, form_submit
 from live.broadcast import live_streams
 from rollouts import selectors
 from rollouts.forms import (
@@ -28,65 +28,21 @@ from rollouts.forms import (
     TargetConfirmForm,
 )
 from rollouts.models import Assumption, Decision, Deviation, Plan, Step
-from rollouts.services import InvalidInput, TransitionRefused
 from rollouts.services.assumptions import (
     assumption_add,
     assumption_revise,
     assumption_status_set,
     plan_assumption_policy_set,
 )
-from rollouts.services.decisions import decision_record
+from rollouts.services.decisions import decision_record, step_start_over_budget
 from rollouts.services.deviations import deviation_reconcile
 from rollouts.services.flags import FLAGS_STREAM, flag_change, flag_restore, flag_revert
 from rollouts.services.steps import (
     PERSON,
     plan_transition,
-    step_start_over_budget,
     step_target_confirm,
     step_transition,
 )
-
-
-def _form_problems(form: Any) -> str:
-    return "; ".join(
-        f"{name}: {' '.join(errors)}" if name != "__all__" else " ".join(errors)
-        for name, errors in form.errors.items()
-    )
-
-
-def form_submit(form: Any, call: Callable[[dict], Any]) -> tuple[Any, str | None, int]:
-    """Validate `form` and call one service with its cleaned data: (what it returned, None, 200),
-    or (None, why, 400) for bad input and (None, why, 409) for a refused transition."""
-    if not form.is_valid():
-        return None, _form_problems(form), 400
-    try:
-        return call(form.cleaned_data), None, 200
-    except TransitionRefused as exc:
-        return None, str(exc), 409
-    except InvalidInput as exc:
-        return None, str(exc), 400
-
-
-def form_action(
-    request: HttpRequest, form: Any, call: Callable[[dict], Any], *, done: str, back: str
-) -> HttpResponse:
-    """Validate, call one service, and answer: htmx gets a status line (the change itself arrives
-    over the websocket); a plain form post gets a redirect with a message."""
-    _, error, status = form_submit(form, call)
-    if request.htmx:
-        return render(
-            request, "rollouts/_action_result.html", {"error": error, "done": done}, status=status
-        )
-    if error:
-        messages.error(request, error)
-    else:
-        messages.success(request, done)
-    # `back` may come from the form's `next`: only ever a path on this site, and a URL, never a
-    # view name for redirect() to look up ("0" was one).
-    safe = back.startswith("/") and url_has_allowed_host_and_scheme(
-        back, {request.get_host()}, require_https=False
-    )
-    return HttpResponseRedirect(back if safe else "/")
 
 
 @require_GET

@@ -1,8 +1,7 @@
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_POST
 
-from accounts.api import api_endpoint
-from core.http import BadBody, json_body
+from core.http import BadBody, api_endpoint, json_body
 from signals.services import MAX_BATCH, IngestInvalid, IngestTooLarge, samples_ingest
 
 

@@ -78,7 +78,8 @@ def duration_seconds(value: Any, *, field: str = "window") -> float:
     return seconds
 
 
-def duration_text(seconds: float) -> str:
+def duration_spec(seconds: float) -> str:
+    """Seconds in the notation specs are written in: 300 -> "5m", 90 -> "90s"."""
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
         if seconds >= size and seconds % size == 0:
             return f"{int(seconds // size)}{unit}"
@@ -143,7 +144,7 @@ class MeasurementSpec:
         data: dict[str, Any] = {}
         if self.source != BUILTIN:
             data["source"] = self.source
-        data["window"] = duration_text(self.window_seconds)
+        data["window"] = duration_spec(self.window_seconds)
         if self.is_prometheus:
             data["query"] = self.query
             if self.baseline_query:
@@ -181,7 +182,7 @@ class MeasurementSpec:
         if self.is_prometheus:
             return self.baseline_query if baseline else self.query
         matchers = self.baseline_matchers if baseline else self.matchers
-        window = duration_text(self.window_seconds)
+        window = duration_spec(self.window_seconds)
         selector = f"{self.metric}{matchers_text(matchers or {})}[{window}]"
         if self.aggregation == "ratio":
             denominator = (
@@ -210,7 +211,7 @@ def measurement_spec_parse(name: str, raw: Any) -> MeasurementSpec:
     window = duration_seconds(raw.get("window", "5m"))
     if window > MAX_WINDOW_SECONDS:
         raise MeasurementInvalid(
-            f"window must be at most {duration_text(MAX_WINDOW_SECONDS)}", field="window"
+            f"window must be at most {duration_spec(MAX_WINDOW_SECONDS)}", field="window"
         )
     if "query" in raw:
         builtin_only = sorted(

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 
 from core.text import unsafe_text
-from signals.measurements import MeasurementInvalid, duration_seconds, duration_text
+from signals.measurements import MeasurementInvalid, duration_seconds, duration_spec
 from signals.selectors import MAX_WINDOW_SECONDS, PERCENTILES, QueryInvalid, matchers_parse
 from signals.services import METRIC_NAME
 from signals.slo_spec import (
@@ -714,7 +714,7 @@ def _window_parse(raw: Any, path: str, problems: Problems) -> dict[str, Any]:
         problems.append(
             (
                 f"{path}.duration",
-                f"must be at most {duration_text(MAX_WINDOW_SECONDS)} (a month counts as 30d): "
+                f"must be at most {duration_spec(MAX_WINDOW_SECONDS)} (a month counts as 30d): "
                 f"Stepwise keeps that much history (got {text!r})",
             )
         )
@@ -954,7 +954,7 @@ def _slo_document(spec: SLOSpec) -> dict[str, Any]:
         "spec": _sli_document(spec.indicator),
     }
     window: dict[str, Any] = {
-        "duration": spec.window_text or duration_text(spec.window_seconds),
+        "duration": spec.window_text or duration_spec(spec.window_seconds),
         "isRolling": spec.rolling,
     }
     if not spec.rolling:
@@ -999,5 +999,5 @@ def _objective_document(spec: SLOSpec) -> dict[str, Any]:
         objective["value"] = int(value) if value is not None and value.is_integer() else value
     if spec.budgeting == "Timeslices":
         objective["timeSliceTarget"] = spec.time_slice_target
-        objective["timeSliceWindow"] = duration_text(_SLICE_SECONDS)
+        objective["timeSliceWindow"] = duration_spec(_SLICE_SECONDS)
     return objective

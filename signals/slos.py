@@ -24,7 +24,7 @@ from django.db.models import Max, Sum
 from django.db.models.functions import Trunc
 from django.utils import timezone
 
-from signals.measurements import duration_text
+from signals.measurements import duration_spec
 from signals.models import SLO, Sample, SLIBucket, SLOAlert
 from signals.prometheus import prometheus_range_points
 from signals.selectors import (
@@ -72,7 +72,7 @@ class AlertRule:
 
     @property
     def label(self) -> str:
-        return f"{duration_text(self.long_seconds)} and {duration_text(self.short_seconds)}"
+        return f"{duration_spec(self.long_seconds)} and {duration_spec(self.short_seconds)}"
 
 
 ALERT_RULES = (
@@ -529,8 +529,8 @@ def _alerts_evaluate(slo_id: int) -> tuple[list[SLOAlert], SLOStatus | None]:
     for rule in ALERT_RULES:
         threshold = rule.threshold(slo.window_seconds)
         long_label, short_label = (
-            duration_text(rule.long_seconds),
-            duration_text(rule.short_seconds),
+            duration_spec(rule.long_seconds),
+            duration_spec(rule.short_seconds),
         )
         long_rate, long_total = status.burn_rates[long_label], status.burn_totals[long_label]
         short_rate = status.burn_rates[short_label]
@@ -573,8 +573,8 @@ def slo_alerts_describe(slo: SLO) -> list[dict]:
         {
             "severity": rule.severity,
             "label": rule.label,
-            "long": duration_text(rule.long_seconds),
-            "short": duration_text(rule.short_seconds),
+            "long": duration_spec(rule.long_seconds),
+            "short": duration_spec(rule.short_seconds),
             "threshold": rule.threshold(slo.window_seconds),
             "budget_share": rule.budget_share,
         }

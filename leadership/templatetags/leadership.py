@@ -1,7 +1,7 @@
 from django import template
 from django.utils.html import format_html
 
-from signals.measurements import duration_text
+from signals.measurements import duration_spec
 from signals.models import SLO
 from signals.slo_spec import THRESHOLD_OPS
 from signals.slos import ALERT_RULES, SLOStatus
@@ -23,7 +23,7 @@ def percent(value: float | None, digits: int = 1) -> str:
 @register.simple_tag
 def window(slo: SLO) -> str:
     if slo.rolling:
-        return f"{slo.window_text or duration_text(slo.window_seconds)} rolling"
+        return f"{slo.window_text or duration_spec(slo.window_seconds)} rolling"
     return f"calendar {slo.window_text}"
 
 
@@ -67,4 +67,4 @@ def op_symbol(op: str) -> str:
 
 @register.simple_tag
 def duration(seconds: int) -> str:
-    return duration_text(seconds)
+    return duration_spec(seconds)

@@ -8,12 +8,12 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import transaction
 from django.utils import timezone
 
+from core.errors import InvalidInput, NotFound, TransitionRefused
 from ledger.services import ledger_append
 from live.broadcast import stream_touch
 from rollouts.models import Assumption, Evaluation, Plan, Step, Verification
 from rollouts.rules import decision_needed
 from rollouts.selectors import assumptions_for_plans
-from rollouts.services import InvalidInput, TransitionRefused
 
 PROBE_COST_MAX = Assumption._meta.get_field("probe_cost").max_length
 # What a person may record; "untested" is where an assumption starts, not a finding.
@@ -125,7 +125,7 @@ def assumption_add(
     """
     plan = Plan.objects.select_for_update().filter(pk=plan_id).first()
     if plan is None:
-        raise InvalidInput(f"no plan with id {plan_id}")
+        raise NotFound(f"no plan with id {plan_id}")
     fields = _fields(
         plan,
         statement=statement,
@@ -179,7 +179,7 @@ def assumption_revise(
     """
     plan_id = Assumption.objects.filter(pk=assumption_id).values_list("plan_id", flat=True).first()
     if plan_id is None:
-        raise InvalidInput(f"no assumption with id {assumption_id}")
+        raise NotFound(f"no assumption with id {assumption_id}")
     plan = Plan.objects.select_for_update().get(pk=plan_id)  # the plan first, as every writer
     assumption = (
         Assumption.objects.select_for_update(of=("self",))
@@ -247,7 +247,7 @@ def assumption_status_set(
     """
     plan_id = Assumption.objects.filter(pk=assumption_id).values_list("plan_id", flat=True).first()
     if plan_id is None:
-        raise InvalidInput(f"no assumption with id {assumption_id}")
+        raise NotFound(f"no assumption with id {assumption_id}")
     plan = Plan.objects.select_for_update().get(pk=plan_id)
     assumption = Assumption.objects.select_for_update().get(pk=assumption_id)
     problems = []
@@ -382,7 +382,7 @@ def plan_assumption_policy_set(
         )
     plan = Plan.objects.select_for_update().filter(pk=plan_id).first()
     if plan is None:
-        raise InvalidInput(f"no plan with id {plan_id}")
+        raise NotFound(f"no plan with id {plan_id}")
     if plan.assumption_policy == policy:
         return plan
     before, plan.assumption_policy, plan.updated_at = plan.assumption_policy, policy, timezone.now()

@@ -8,9 +8,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import ApiToken
+from core.errors import InvalidInput
 from ledger.services import ledger_append
 from rollouts.models import FlagConsumer, Target
-from rollouts.services import InvalidInput
 from rollouts.services.convergence import flag_consumers_converged
 
 logger = logging.getLogger(__name__)

@@ -5,9 +5,9 @@ import logging
 
 from django.db import transaction
 
+from core.errors import TransitionRefused
 from live.broadcast import stream_touch
 from rollouts.models import FlagConsumer, Step, StepTarget
-from rollouts.services import TransitionRefused
 from rollouts.services.steps import step_target_confirm
 
 logger = logging.getLogger(__name__)

@@ -6,14 +6,20 @@ A kill kills the plan in the same transaction; adapt and persist change no state
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import transaction
 
+from core.errors import InvalidInput, TransitionRefused
 from ledger.services import ledger_append
 from live.broadcast import stream_touch
+from rollouts.gates import blockers_of, budget_gates
 from rollouts.models import Assumption, Decision, Evaluation, Plan, Step
-from rollouts.services import InvalidInput, TransitionRefused
+from rollouts.rules import lockstep_members, start_blocker
+from rollouts.selectors import assumptions_for_plans
+from rollouts.services.steps import plan_transition, step_load_locked, step_transition
 from signals.models import SLO
 
 LABEL_MAX = Decision._meta.get_field("label").max_length
 _ENDED = {Plan.Status.COMPLETED, Plan.Status.KILLED}
+
+OVERRIDE_LABEL = "error budget gate override"
 
 
 def _required_text(problems: list[str], value: str, missing: str) -> str:
@@ -172,9 +178,6 @@ def decision_record(
         incident_id=incident_id,
     )
     if decided == Decision.Decided.KILL and plan is not None:
-        # steps imports this module (the budget override records a decision first).
-        from rollouts.services.steps import plan_transition
-
         plan_transition(
             plan_id=plan.pk,
             action="kill",
@@ -185,3 +188,58 @@ def decision_record(
     if plan is not None:
         stream_touch(stream=plan.stream, event="decision.recorded")
     return decision
+
+
+@transaction.atomic
+def step_start_over_budget(
+    *,
+    step_id: int,
+    actor: AbstractBaseUser,
+    believed: str,
+    observed: str,
+    why: str,
+    would_choose_again: bool | None,
+) -> Step:
+    """Start a step that only an error budget gate holds (its own or a lockstep partner's), on
+    the strength of a decision recorded first: persist, "error budget gate override", linked to
+    the step and the SLO whose gate is overridden.
+
+    Refused (TransitionRefused) when another rule holds the step or no gate does; InvalidInput
+    when the decision is incomplete. Nothing is written then. Side effects: those of
+    `decision_record` and of `step_transition` start, whose ledger entries name the decision.
+    """
+    plan, steps, deps, step = step_load_locked(step_id, refresh=True)
+    siblings = list(steps.values())
+    assumptions = assumptions_for_plans([plan.pk])[plan.pk]
+    if other := start_blocker(
+        step, plan=plan, siblings=siblings, deps=deps, assumptions=assumptions
+    ):
+        raise TransitionRefused(f"{step.key} cannot start: {other}")
+    members = lockstep_members(step, siblings)
+    gates = budget_gates(members)
+    held = blockers_of(gates)
+    if not held:
+        raise TransitionRefused(
+            f"{step.key}: no error budget gate holds it, so there is nothing to override; "
+            "start it as usual"
+        )
+    overridden = next(gates[m.pk] for m in members if m.pk in held)
+    decision = decision_record(
+        actor=actor,
+        plan_id=plan.pk,
+        step_id=step.pk,
+        slo_id=overridden.slo.pk,
+        decided=Decision.Decided.PERSIST,
+        label=OVERRIDE_LABEL,
+        believed=believed,
+        observed=observed,
+        why=why,
+        would_choose_again=would_choose_again,
+    )
+    return step_transition(
+        step_id=step.pk,
+        action="start",
+        actor=actor,
+        reason=f"{OVERRIDE_LABEL} (decision {decision.pk}): {held[overridden.step.pk]}",
+        budget_override=decision,
+    )

@@ -6,10 +6,10 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
+from core.errors import InvalidInput, NotFound, TransitionRefused
 from ledger.services import ledger_append
 from live.broadcast import stream_touch
 from rollouts.models import Deviation, Plan, Step
-from rollouts.services import InvalidInput, TransitionRefused
 from rollouts.services.flags import deviation_record, flag_restore
 from rollouts.services.steps import step_target_confirm
 
@@ -71,7 +71,7 @@ def deviation_reconcile(
     """Accept a deviation into the path (with a reason) or revert it (flag deviations only)."""
     deviation = Deviation.objects.select_for_update().filter(pk=deviation_id).first()
     if deviation is None:
-        raise InvalidInput(f"no deviation {deviation_id}")
+        raise NotFound(f"no deviation {deviation_id}")
     if deviation.status != Deviation.Status.OPEN:
         who = deviation.resolved_by.get_username() if deviation.resolved_by else "someone"
         raise TransitionRefused(f"already {deviation.status} by {who}")

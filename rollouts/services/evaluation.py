@@ -16,10 +16,11 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from core.errors import TransitionRefused
+from core.text import percent_text
 from ledger.services import ledger_append
 from live.broadcast import stream_touch
-from rollouts.models import Evaluation, Plan, Step, StepTarget, Verification, percent_text
-from rollouts.services import TransitionRefused
+from rollouts.models import Evaluation, Plan, Step, StepTarget, Verification
 from rollouts.services.assumptions import assumption_probe_concluded
 from rollouts.services.flags import flag_change
 from rollouts.services.steps import plan_transition, step_target_confirm, step_transition

@@ -8,6 +8,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.db.models import Prefetch
 
+from core.errors import InvalidInput, NotFound, TransitionRefused
 from ledger.services import ledger_append
 from live.broadcast import stream_touch
 from rollouts.models import (
@@ -20,7 +21,6 @@ from rollouts.models import (
     StepTarget,
 )
 from rollouts.rules import dependency_blocker, exposure_raise_blocker, revert_raise_refusal
-from rollouts.services import InvalidInput, TransitionRefused
 
 FLAGS_STREAM = "flags"
 _RULE_OPS = {"in", "not_in", "eq", "neq", "starts_with", "ends_with", "gt", "lt"}
@@ -251,7 +251,7 @@ def flag_version_create(
 def _flag_lock(flag_key: str) -> Flag:
     flag = Flag.objects.select_for_update().filter(key=flag_key).first()
     if flag is None:
-        raise InvalidInput(f"no flag with key {flag_key!r}")
+        raise NotFound(f"no flag with key {flag_key!r}")
     return flag
 
 

@@ -9,11 +9,11 @@ from django.db import IntegrityError, transaction
 from django.db.models import ProtectedError
 from django.utils import timezone
 
+from core.errors import TransitionRefused
 from ledger.services import ledger_append
 from live.broadcast import stream_touch
 from rollouts.models import Decision, Flag, Plan, Step, StepTarget, Target
 from rollouts.plan_spec import PlanSpec, StepSpec, plan_spec_from_plan, plan_spec_parse
-from rollouts.services import TransitionRefused
 from rollouts.services.flags import flag_create
 from signals.models import SLO, MetricSource
 

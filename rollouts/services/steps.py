@@ -7,9 +7,11 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
+from core.errors import InvalidInput, NotFound, TransitionRefused
+from core.text import percent_text
 from ledger.services import ledger_append
 from live.broadcast import stream_touch
-from rollouts.gates import blockers_of, budget_gate_blockers, budget_gates
+from rollouts.gates import budget_gate_blockers
 from rollouts.models import (
     Decision,
     Flag,
@@ -18,25 +20,20 @@ from rollouts.models import (
     Step,
     StepTarget,
     Verification,
-    percent_text,
 )
 from rollouts.rules import (
     SATISFIED,
     action_blockers,
     dependencies_converged,
     lockstep_members,
-    start_blocker,
     start_warning,
     target_reading,
 )
 from rollouts.selectors import assumptions_for_plans
-from rollouts.services import InvalidInput, TransitionRefused
-from rollouts.services.decisions import decision_record
 from rollouts.services.flags import flag_change, flag_restore
 from rollouts.services.verification import verification_begin, verification_cancel
 
 STEP_ACTIONS = ("start", "advance", "fail", "revert", "retry", "skip", "complete", "reverify")
-OVERRIDE_LABEL = "error budget gate override"
 PLAN_ACTIONS = {"activate": "active", "pause": "paused", "resume": "active", "kill": "killed"}
 
 
@@ -54,14 +51,14 @@ def _load(plan_id: int) -> tuple[Plan, dict[int, Step], dict[int, list[int]]]:
     return plan, steps, deps
 
 
-def _load_for_step(
+def step_load_locked(
     step_id: int, *, refresh: bool
 ) -> tuple[Plan, dict[int, Step], dict[int, list[int]], Step]:
     """`_load` the plan of `step_id` (InvalidInput when there is no such step); with `refresh`,
     an active plan's readiness is brought up to date first, so rules see what a person sees."""
     plan_id = Step.objects.filter(pk=step_id).values_list("plan_id", flat=True).first()
     if plan_id is None:
-        raise InvalidInput(f"no step with id {step_id}")
+        raise NotFound(f"no step with id {step_id}")
     plan, steps, deps = _load(plan_id)
     if refresh and plan.status == Plan.Status.ACTIVE:
         _refresh_ready(plan, steps, deps)
@@ -249,7 +246,7 @@ def step_transition(
         raise InvalidInput(f"unknown step action {action!r}; one of {', '.join(STEP_ACTIONS)}")
     if budget_override is not None and action != "start":
         raise InvalidInput("an error budget gate override only starts a step")
-    plan, steps, deps, step = _load_for_step(step_id, refresh=True)
+    plan, steps, deps, step = step_load_locked(step_id, refresh=True)
     siblings = list(steps.values())
     members = lockstep_members(step, siblings)
 
@@ -333,61 +330,6 @@ def step_transition(
     return step
 
 
-@transaction.atomic
-def step_start_over_budget(
-    *,
-    step_id: int,
-    actor: AbstractBaseUser,
-    believed: str,
-    observed: str,
-    why: str,
-    would_choose_again: bool | None,
-) -> Step:
-    """Start a step that only an error budget gate holds (its own or a lockstep partner's), on
-    the strength of a decision recorded first: persist, "error budget gate override", linked to
-    the step and the SLO whose gate is overridden.
-
-    Refused (TransitionRefused) when another rule holds the step or no gate does; InvalidInput
-    when the decision is incomplete. Nothing is written then. Side effects: those of
-    `decision_record` and of `step_transition` start, whose ledger entries name the decision.
-    """
-    plan, steps, deps, step = _load_for_step(step_id, refresh=True)
-    siblings = list(steps.values())
-    assumptions = assumptions_for_plans([plan.pk])[plan.pk]
-    if other := start_blocker(
-        step, plan=plan, siblings=siblings, deps=deps, assumptions=assumptions
-    ):
-        raise TransitionRefused(f"{step.key} cannot start: {other}")
-    members = lockstep_members(step, siblings)
-    gates = budget_gates(members)
-    held = blockers_of(gates)
-    if not held:
-        raise TransitionRefused(
-            f"{step.key}: no error budget gate holds it, so there is nothing to override; "
-            "start it as usual"
-        )
-    overridden = next(gates[m.pk] for m in members if m.pk in held)
-    decision = decision_record(
-        actor=actor,
-        plan_id=plan.pk,
-        step_id=step.pk,
-        slo_id=overridden.slo.pk,
-        decided=Decision.Decided.PERSIST,
-        label=OVERRIDE_LABEL,
-        believed=believed,
-        observed=observed,
-        why=why,
-        would_choose_again=would_choose_again,
-    )
-    return step_transition(
-        step_id=step.pk,
-        action="start",
-        actor=actor,
-        reason=f"{OVERRIDE_LABEL} (decision {decision.pk}): {held[overridden.step.pk]}",
-        budget_override=decision,
-    )
-
-
 def _advance_verified(steps: dict[int, Step]) -> None:
     """Steps whose verification succeeded while the plan was paused move on when it resumes."""
     for step in steps.values():
@@ -423,7 +365,7 @@ def plan_transition(
     if action not in PLAN_ACTIONS:
         raise InvalidInput(f"unknown plan action {action!r}; one of {', '.join(PLAN_ACTIONS)}")
     if not Plan.objects.filter(pk=plan_id).exists():
-        raise InvalidInput(f"no plan with id {plan_id}")
+        raise NotFound(f"no plan with id {plan_id}")
     plan, steps, deps = _load(plan_id)
     if action == "kill" and decision_id is None:
         raise TransitionRefused(
@@ -466,7 +408,7 @@ def step_target_confirm(
     A person (`source` "person") says why: their word overrides whatever the workers read, so
     the ledger entry carries the reason and, when the step has a convergence predicate or flag
     consumers, the reading it overrode."""
-    plan, steps, deps, step = _load_for_step(step_id, refresh=False)
+    plan, steps, deps, step = step_load_locked(step_id, refresh=False)
     row = (
         StepTarget.objects.select_for_update(of=("self",))
         .filter(step=step, target__name=target)

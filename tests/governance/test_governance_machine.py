@@ -21,10 +21,10 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from core.errors import InvalidInput, TransitionRefused
 from ledger.models import LedgerEntry
 from ledger.selectors import ledger_verify
 from rollouts.models import Deviation, Flag, FlagVersion, Plan, Step, StepTarget, Target
-from rollouts.services import InvalidInput, TransitionRefused
 from rollouts.services.deviations import deviation_reconcile
 from rollouts.services.evaluation import verification_evaluate
 from rollouts.services.flags import flag_change, flag_create, flag_restore, flag_revert

@@ -7,10 +7,10 @@ from typing import Any
 import pytest
 from django.db import connections
 
+from core.errors import TransitionRefused
 from incidents.models import Change, Incident, TimelineEntry
 from incidents.services import change_start, hypothesis_state, incident_flag_revert, narration_post
 from ledger.models import LedgerEntry
-from rollouts.services import TransitionRefused
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 

@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
+from core.errors import InvalidInput, TransitionRefused
 from incidents.models import BreakGlassSwitch, Change, Hypothesis, Incident, TimelineEntry
 from incidents.services import (
     break_glass_flip,
@@ -30,7 +31,6 @@ from incidents.services import (
 )
 from ledger.models import LedgerEntry
 from rollouts.models import Flag, FlagVersion
-from rollouts.services import InvalidInput, TransitionRefused
 from rollouts.services.flags import flag_change, flag_create
 
 pytestmark = pytest.mark.django_db

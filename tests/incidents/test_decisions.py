@@ -3,12 +3,12 @@
 import pytest
 from django.urls import reverse
 
+from core.errors import InvalidInput
 from incidents.models import TimelineEntry
 from incidents.postmortem import postmortem_build, postmortem_markdown
 from incidents.services import incident_decision_record
 from ledger.models import LedgerEntry
 from rollouts.models import Decision
-from rollouts.services import InvalidInput
 
 pytestmark = pytest.mark.django_db
 CALL = {

@@ -5,6 +5,7 @@ import pytest
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from core.errors import InvalidInput, TransitionRefused
 from incidents.models import (
     ActionItem,
     BreakGlassSwitch,
@@ -32,7 +33,6 @@ from incidents.services import (
 from ledger.models import LedgerEntry
 from live.models import StreamEvent
 from rollouts.models import Flag, Plan, Step
-from rollouts.services import InvalidInput, TransitionRefused
 from rollouts.services.flags import flag_change
 
 pytestmark = pytest.mark.django_db

@@ -3,10 +3,10 @@ commander, on the timeline, in the ledger and pushed to the console."""
 
 import pytest
 
+from core.errors import InvalidInput, TransitionRefused
 from incidents.models import Incident, TimelineEntry
 from incidents.services import incident_status_change, incident_triage
 from ledger.models import LedgerEntry
-from rollouts.services import InvalidInput, TransitionRefused
 
 pytestmark = pytest.mark.django_db
 

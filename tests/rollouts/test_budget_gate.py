@@ -9,11 +9,11 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from core.errors import TransitionRefused
 from ledger.models import LedgerEntry
 from rollouts.gates import budget_gate_blockers, budget_gate_text, budget_gates
 from rollouts.models import Decision, Plan, Step
 from rollouts.plan_spec import plan_export, plan_spec_errors, plan_spec_parse
-from rollouts.services import TransitionRefused
 from rollouts.services.plan_apply import PlanApplyRefused, plan_apply
 from rollouts.services.steps import step_transition
 from signals.slos import slo_refresh, slo_status

@@ -1,8 +1,8 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from accounts.models import ApiToken
+from core.errors import InvalidInput
 from rollouts.models import Target
-from rollouts.services import InvalidInput
 from rollouts.services.consumers import flag_consumer_register
 
 

@@ -3,10 +3,10 @@ what changed, refused with the reason otherwise, and nothing stored changes then
 
 import pytest
 
+from core.errors import InvalidInput, TransitionRefused
 from ledger.models import LedgerEntry
 from live.models import StreamEvent
 from rollouts.models import Assumption
-from rollouts.services import InvalidInput, TransitionRefused
 from rollouts.services.assumptions import assumption_revise
 from tests.rollouts.decision_factories import assume, decide, falsify
 

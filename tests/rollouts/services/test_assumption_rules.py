@@ -3,13 +3,14 @@ untested top assumption warns (or, by the plan's policy, refuses) starting anyth
 
 import pytest
 
+from core.errors import TransitionRefused
 from ledger.models import LedgerEntry
 from rollouts.models import Assumption, Step
 from rollouts.rules import decision_needed, top_assumption
 from rollouts.selectors import assumptions_for_plans
-from rollouts.services import TransitionRefused
 from rollouts.services.assumptions import assumption_status_set, plan_assumption_policy_set
-from rollouts.services.steps import step_start_over_budget, step_transition
+from rollouts.services.decisions import step_start_over_budget
+from rollouts.services.steps import step_transition
 from tests.rollouts.decision_factories import WHAT, assume, decide, falsify
 from tests.rollouts.slo_factories import gate, slo_with_budget
 

@@ -2,11 +2,11 @@
 
 import pytest
 
+from core.errors import InvalidInput, TransitionRefused
 from ledger.models import LedgerEntry
 from live.models import StreamEvent
 from rollouts.models import Assumption, Step
 from rollouts.selectors import assumptions_for_plans
-from rollouts.services import InvalidInput, TransitionRefused
 from rollouts.services.assumptions import (
     assumption_status_set,
     plan_assumption_policy_set,

@@ -5,10 +5,10 @@ import pytest
 import yaml
 from django.db import DatabaseError, transaction
 
+from core.errors import InvalidInput, TransitionRefused
 from ledger.models import LedgerEntry
 from rollouts.models import Decision, Plan, Step, Verification
 from rollouts.plan_spec import plan_export
-from rollouts.services import InvalidInput, TransitionRefused
 from rollouts.services.evaluation import verification_evaluate
 from rollouts.services.plan_apply import PlanApplyRefused, plan_apply
 from rollouts.services.steps import step_transition

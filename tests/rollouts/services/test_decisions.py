@@ -2,12 +2,12 @@
 
 import pytest
 
+from core.errors import InvalidInput, TransitionRefused
 from ledger.models import LedgerEntry
 from live.models import StreamEvent
 from rollouts.models import Decision
-from rollouts.services import InvalidInput, TransitionRefused
-from rollouts.services.decisions import decision_record
-from rollouts.services.steps import step_start_over_budget, step_transition
+from rollouts.services.decisions import decision_record, step_start_over_budget
+from rollouts.services.steps import step_transition
 from tests.rollouts.slo_factories import gate, slo_with_budget
 
 pytestmark = pytest.mark.django_db

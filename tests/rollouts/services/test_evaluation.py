@@ -9,9 +9,9 @@ import pytest
 from django.db import connection, connections
 from django.utils import timezone
 
+from core.errors import TransitionRefused
 from ledger.models import LedgerEntry
 from rollouts.models import Evaluation, Flag, Step, Verification
-from rollouts.services import TransitionRefused
 from rollouts.services import evaluation as evaluation_module
 from rollouts.services.evaluation import (
     Measured,

@@ -4,9 +4,9 @@ from decimal import Decimal
 
 import pytest
 
+from core.errors import InvalidInput, TransitionRefused
 from ledger.models import LedgerEntry
 from rollouts.models import Deviation, Flag, Plan, Step, StepTarget
-from rollouts.services import InvalidInput, TransitionRefused
 from rollouts.services.deviations import deviation_reconcile
 from rollouts.services.flags import flag_change, flag_restore, flag_revert
 from rollouts.services.steps import step_target_confirm, step_transition

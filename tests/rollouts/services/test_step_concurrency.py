@@ -3,8 +3,8 @@ import threading
 import pytest
 from django.db import connections
 
+from core.errors import TransitionRefused
 from ledger.models import LedgerEntry
-from rollouts.services import TransitionRefused
 from rollouts.services.flags import flag_revert
 from rollouts.services.steps import step_transition
 

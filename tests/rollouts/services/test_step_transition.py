@@ -1,9 +1,9 @@
 import pytest
 
+from core.errors import InvalidInput, TransitionRefused
 from ledger.models import LedgerEntry
 from ledger.selectors import ledger_verify
 from rollouts.models import Deviation, Flag, Plan, Step
-from rollouts.services import InvalidInput, TransitionRefused
 from rollouts.services.deviations import deviation_reconcile
 from rollouts.services.flags import flag_change
 from rollouts.services.steps import plan_transition, step_target_confirm, step_transition

@@ -5,8 +5,8 @@ from unittest import mock
 
 import pytest
 
+from core.errors import TransitionRefused
 from rollouts.models import Plan, Step, Verification
-from rollouts.services import TransitionRefused
 from rollouts.services.steps import plan_transition, step_transition
 from rollouts.tasks import verification_evaluate_task
 from signals.measurements import MeasurementInvalid, measurement_spec_parse
