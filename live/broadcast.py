@@ -13,14 +13,12 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
-from django.utils.html import escape
 
+from live.hub import frame_send
 from live.models import Stream, StreamEvent
-from live.streams import stream_dom_id, stream_group, stream_spec
+from live.streams import stream_dom_id, stream_spec
 
 logger = logging.getLogger(__name__)
 
@@ -125,12 +123,9 @@ def frame_push(*, stream: str, touches: list[Touch]) -> StreamEvent | None:
 
 
 def _send(*, stream: str, seq: int, html: str) -> None:
-    # A lost group message is not a lost update: consumers fill gaps by replay.
+    # A lost frame is not a lost update: sockets fill gaps by replay.
     try:
-        async_to_sync(get_channel_layer().group_send)(
-            stream_group(stream),
-            {"type": "stream.event", "stream": stream, "seq": seq, "html": html},
-        )
+        frame_send(stream=stream, seq=seq, html=html)
     except Exception:
         logger.exception(
             "live push failed; browsers will catch up from the database",
@@ -142,41 +137,3 @@ def live_streams(*names: str) -> list[dict[str, Any]]:
     """Cursors a page renders with: the browser resumes each stream after the sequence it was drawn at."""
     heads = dict(Stream.objects.filter(name__in=names).values_list("name", "last_seq"))
     return [{"stream": n, "seq": heads.get(n, 0), "dom_id": stream_dom_id(n)} for n in names]
-
-
-STALE_HTML = (
-    '<span id="live-status" data-state="stale" hx-swap-oob="true">'
-    'Missed too many updates: <a href="">reload</a></span>'
-)
-
-
-def stream_replay(*, stream: str, after: int, limit: int = 500) -> tuple[int, str] | None:
-    """What a browser at sequence `after` is missing, drawn now as one frame: `(seq, html)`.
-
-    The state as it is now covers every missed state frame; rows are drawn from their own tables.
-    A browser further behind than the kept events gets the state, or is asked to reload.
-    """
-    kind, key = stream_spec(stream)
-    head_seq = Stream.objects.filter(name=stream).values_list("last_seq", flat=True).first() or 0
-    if after >= head_seq:
-        return None
-    missed = list(
-        StreamEvent.objects.filter(stream_id=stream, seq__gt=after)
-        .order_by("seq")
-        .values_list("seq", "state", "refs")[: limit + 1]
-    )
-    complete = bool(missed) and missed[0][0] == after + 1 and len(missed) <= limit
-    if not complete:
-        return head_seq, kind.state(key) if kind.state else STALE_HTML
-    last_seq = missed[-1][0]
-    if kind.rows is None or any(state for _, state, _ in missed):
-        return last_seq, kind.state(key)
-    refs = _unique([ref for _, _, refs in missed for ref in refs])
-    return last_seq, kind.rows(key, refs)
-
-
-def cursor_html(stream: str, seq: int) -> str:
-    return (
-        f'<span id="{stream_dom_id(stream)}" data-live-stream="{escape(stream)}" '
-        f'data-live-seq="{seq}" hidden hx-swap-oob="true"></span>'
-    )

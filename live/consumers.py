@@ -12,11 +12,11 @@ from django.conf import settings
 from django.utils.html import escape
 
 from core.http import BadBody, json_parse
-from live.broadcast import cursor_html, stream_replay
+from live.hub import process_hub
 from live.streams import (
     StreamNameInvalid,
+    cursor_html,
     session_group,
-    stream_group,
     stream_permission,
 )
 
@@ -94,8 +94,7 @@ class LiveConsumer(AsyncWebsocketConsumer):
             self.poller.cancel()
         if self.session_group:
             await self.channel_layer.group_discard(self.session_group, self.channel_name)
-        for stream in self.cursors:
-            await self.channel_layer.group_discard(stream_group(stream), self.channel_name)
+        process_hub().forget(self)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         try:
@@ -114,43 +113,40 @@ class LiveConsumer(AsyncWebsocketConsumer):
             )
             await self.close(code=refused.code)
             return
+        hub = process_hub()
         async with self.lock:
             for stream, seq in cursors.items():
-                if stream not in self.cursors:
-                    await self.channel_layer.group_add(stream_group(stream), self.channel_name)
+                hub.watch(stream, self)
                 self.cursors[stream] = max(seq, self.cursors.get(stream, 0))
+        # Catch up only once frames reach this process: what commits after the read is pushed.
+        await hub.ready()
         for stream in cursors:
             await self._catch_up(stream)
         await self.send(text_data=_status_html("live", "Live"))
         if self.poller is None:
             self.poller = asyncio.create_task(self._poll())
 
-    async def dispatch(self, message: dict) -> None:
-        # Channels closes stale database connections before every handler, a hop to the one
-        # database thread per client per message. A push carries its HTML and needs no database;
-        # its rare gap fill goes through database_sync_to_async, which does that cleanup itself.
-        if message.get("type") == "stream.event":
-            await self.stream_event(message)
-            return
-        await super().dispatch(message)
-
-    async def stream_event(self, message: dict) -> None:
-        stream, seq = message["stream"], message["seq"]
+    async def deliver(self, stream: str, seq: int, frame: str) -> None:
+        """The process hub hands over a frame: sent if it is the next one, else the gap is filled
+        from the database."""
         async with self.lock:
             cursor = self.cursors.get(stream)
             if cursor is None or seq <= cursor:
                 return
             if seq == cursor + 1:
                 self.cursors[stream] = seq
-                await self.send(text_data=message["html"] + cursor_html(stream, seq))
+                await self.send(text_data=frame)
                 return
         await self._catch_up(stream)
 
+    async def resync(self) -> None:
+        """Frames may have been lost (the hub lost Redis): catch up every stream."""
+        for stream in list(self.cursors):
+            await self._catch_up(stream)
+
     async def _catch_up(self, stream: str) -> None:
         async with self.lock:
-            missed = await database_sync_to_async(stream_replay)(
-                stream=stream, after=self.cursors[stream]
-            )
+            missed = await process_hub().replay(stream, self.cursors[stream])
             if missed is not None:
                 seq, html = missed
                 self.cursors[stream] = seq

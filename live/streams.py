@@ -6,6 +6,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from django.utils.html import escape
+
 _STREAM_NAME = re.compile(r"^(?P<kind>[a-z][a-z_]{0,40})(?::(?P<key>[0-9]{1,18}))?$")
 
 StateRenderer = Callable[[str], str]
@@ -63,11 +65,6 @@ def stream_permission(name: str) -> str:
     return stream_spec(name)[0].permission
 
 
-def stream_group(name: str) -> str:
-    """Channels group names allow only [a-zA-Z0-9._-]."""
-    return "stream." + name.replace(":", ".")
-
-
 def session_group(session_key: str) -> str:
     """The group of every socket opened with one login session: logging out closes them."""
     return "session." + hashlib.sha256(session_key.encode()).hexdigest()[:40]
@@ -75,3 +72,11 @@ def session_group(session_key: str) -> str:
 
 def stream_dom_id(name: str) -> str:
     return "live-cursor-" + name.replace(":", "-")
+
+
+def cursor_html(stream: str, seq: int) -> str:
+    """Where the page stands on `stream`, sent after each frame: a reconnect resumes from it."""
+    return (
+        f'<span id="{stream_dom_id(stream)}" data-live-stream="{escape(stream)}" '
+        f'data-live-seq="{seq}" hidden hx-swap-oob="true"></span>'
+    )

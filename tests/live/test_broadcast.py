@@ -4,8 +4,9 @@ import pytest
 from django.db import transaction
 
 from ledger.services import ledger_append
-from live.broadcast import STALE_HTML, stream_replay, stream_touch
+from live.broadcast import stream_touch
 from live.models import Stream, StreamEvent
+from live.replay import STALE_HTML, stream_replay
 from rollouts.models import Plan
 
 pytestmark = pytest.mark.django_db
