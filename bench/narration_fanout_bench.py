@@ -1,6 +1,6 @@
 """Narration fan-out of the incident console, against the real served app.
 
-`manage.py serve --web-workers 2` in Redis mode (uvicorn workers, channels-redis layer, one Celery
+`manage.py serve --web-workers 2` in Redis mode (uvicorn workers, one live hub each, one Celery
 worker and beat) with STEPWISE_ENV=production, on its own PostgreSQL database and its own Redis
 prefix in db 12, both removed afterwards. A commander and a viewer log in over HTTP; the
 commander's declared incident is watched by `--clients` websocket clients (the viewer's session
@@ -13,7 +13,7 @@ carries a unique marker; the clients timestamp the frame carrying it (CLOCK_MONO
 both processes):
 
     t0       just before the POST is written
-    t_resp   when its answer arrived (the on-commit group_send has run inside the request)
+    t_resp   when its answer arrived (the after-commit render and publish ran inside the request)
     t_client each client's receipt of the frame with the marker
 
 (a) latency: `--posts` posts spaced at `--rate`/s, one at a time. (b) throughput: `--posters`
@@ -23,14 +23,10 @@ holders only), to say which code the workers' CPU goes to per post. A missed tar
 result: the exit status is non-zero only when the setup fails.
 
 The clients offer permessage-deflate as browsers do (--no-compression: they do not).
---variant serves the same code with one change made in a settings module written to the temp
-dir (never the repository), to measure what a change would buy: `pubsub-layer` (channels-redis's
-RedisPubSubChannelLayer), `no-db-hop` (stream.event handled without channels' per-message
-close_old_connections thread hop), or both.
 
 Usage: python bench/narration_fanout_bench.py [--clients 500] [--posts 200] [--rate 20]
        [--posters 4] [--duration 15] [--web-workers 2] [--no-profile] [--no-compression]
-       [--variant as-is|pubsub-layer|no-db-hop|pubsub-layer+no-db-hop] [--keep-log]
+       [--keep-log]
        (or: make bench)
 """
 
@@ -84,32 +80,6 @@ incident = incident_declare(title="Narration fan-out bench", severity=2, actor=c
 print(json.dumps({"incident": incident.pk, "stream": incident.stream,
                   "seq": Stream.objects.get(name=incident.stream).last_seq}))
 """
-
-# --variant: the same served app with one setting or library behaviour changed, in a settings
-# module written to the bench's temp dir (never the repository), to measure what a change would buy.
-VARIANTS = {
-    "as-is": "",
-    "pubsub-layer": """
-CHANNEL_LAYERS = {"default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-                              "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{REDIS_PREFIX}:asgi"}}}
-""",
-    "no-db-hop": """
-import channels.consumer as _consumer
-
-async def _dispatch(self, message):
-    # channels 4.2+ runs close_old_connections in the sync thread before *every* handler;
-    # stream.event handlers touch no connection, so skip the thread hop for them only.
-    handler = getattr(self, _consumer.get_handler_name(message), None)
-    if handler is None:
-        raise ValueError("No handler for message type %s" % message["type"])
-    if message["type"] != "stream.event":
-        await _consumer.aclose_old_connections()
-    await handler(message)
-
-_consumer.AsyncConsumer.dispatch = _dispatch
-""",
-}
-VARIANTS["pubsub-layer+no-db-hop"] = VARIANTS["pubsub-layer"] + VARIANTS["no-db-hop"]
 
 MARK = re.compile(rb"nfmark-(\d+)-")
 CURSOR = re.compile(rb'data-live-seq="(\d+)"')
@@ -255,7 +225,7 @@ class LiveSocket(asyncio.Protocol):
             if seq != self.last_seq + 1:
                 self.seq_gaps += 1
             self.last_seq = max(self.last_seq, seq)
-        if mark := MARK.search(message):
+        for mark in MARK.finditer(message):  # a replay after a gap carries several posts
             post = int(mark[1])
             if post in self.received:
                 self.duplicates += 1
@@ -467,8 +437,8 @@ def _connections_per_pid(port: int) -> dict[int, int]:
 
 # First match wins, tested against the whole stack (root to leaf), most specific first.
 CATEGORIES = [
-    ("POST: render the timeline partial", ("render_to_string",)),
-    ("POST: group_send to Redis (on commit)", ("group_send",)),
+    ("POST: render the timeline partial (after commit)", ("render_to_string",)),
+    ("POST: publish the frame to Redis (after commit)", ("frame_send",)),
     ("POST: rest of the request (DB, ORM, middleware, view)", ("django/core/handlers",)),
     (
         "consumer: close_old_connections hop per message (channels dispatch)",
@@ -476,8 +446,9 @@ CATEGORIES = [
     ),
     ("consumer: websocket permessage-deflate, once per client", ("permessage_deflate",)),
     ("consumer: websocket send, socket write (leaf)", ("WebSocketsSansIOProtocol.send",)),
-    ("consumer: stream_event + websocket framing", ("stream_event",)),
-    ("consumer: _catch_up / _poll (DB read)", ("_catch_up", "stream_events_after")),
+    ("consumer: deliver + websocket framing", ("deliver",)),
+    ("consumer: _catch_up / _poll (DB read)", ("_catch_up", "stream_replay")),
+    ("hub: pub/sub receive, decode once, fan out", ("live/hub.py",)),
     ("channels-redis: receive, unpack, fan in-process", ("channels_redis",)),
     ("channels: await_many_dispatch / dispatch", ("channels/utils.py", "channels/consumer.py")),
     ("uvicorn websocket protocol / frames", ("websockets", "uvicorn/protocols/websockets")),
@@ -681,12 +652,6 @@ def main() -> None:
     )
     parser.add_argument("--profile-seconds", type=float, default=8)
     parser.add_argument("--keep-log", action="store_true", help="keep serve's log and say where")
-    parser.add_argument(
-        "--variant",
-        choices=list(VARIANTS),
-        default="as-is",
-        help="serve with a settings overlay from the temp dir (an experiment, not the product)",
-    )
     args = parser.parse_args()
     try:
         import websockets  # noqa: F401  (installed with uvicorn[standard])
@@ -713,25 +678,12 @@ def main() -> None:
 
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        serve_env = env
-        if args.variant != "as-is":
-            overlay = work / "overlay"
-            overlay.mkdir()
-            (overlay / "bench_settings.py").write_text(
-                "from stepwise.settings import *  # noqa: F403\n" + VARIANTS[args.variant]
-            )
-            serve_env = {
-                **env,
-                "DJANGO_SETTINGS_MODULE": "bench_settings",
-                "PYTHONPATH": os.pathsep.join(
-                    filter(None, [str(overlay), str(ROOT), env.get("PYTHONPATH")])
-                ),
-            }
+
         with log.open("w") as out:
             process = subprocess.Popen(
                 [sys.executable, "manage.py", "serve", "--host", "127.0.0.1", "--port", str(port),
                  "--web-workers", str(args.web_workers), "--celery-concurrency", "1"],
-                cwd=ROOT, env=serve_env, stdout=out, stderr=subprocess.STDOUT,
+                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
         wait_ready(base, process, log)
         commander, viewer = Session(port), Session(port)
@@ -782,14 +734,13 @@ def main() -> None:
             f"(live after {ready['connect_seconds']:.1f} s; TCP connections per uvicorn "
             f"worker, the poster's included: "
             f"{sorted(per_pid.values(), reverse=True)}), manage.py serve --web-workers "
-            f"{args.web_workers} (uvicorn, channels-redis layer on Redis db 12, Celery worker "
+            f"{args.web_workers} (uvicorn, one live hub per worker on Redis db 12 pub/sub, Celery worker "
             f"concurrency 1 + beat, idle), PostgreSQL, STEPWISE_ENV=production; clients "
             + (
                 "without compression"
                 if args.no_compression
                 else f"with permessage-deflate (negotiated by {ready['deflate']})"
-            )
-            + (f"; EXPERIMENT: variant {args.variant}" if args.variant != "as-is" else ""),
+            ),
             flush=True,
         )
         print(
