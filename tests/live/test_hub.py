@@ -7,7 +7,9 @@ import pytest
 from live import hub as hub_module
 from live.hub import REORDER_SECONDS, Hub
 
-pytestmark = pytest.mark.asyncio
+# In the database group: pytest-django runs tests without one last, after the browser tests,
+# while Playwright's session-wide loop still runs in this thread.
+pytestmark = [pytest.mark.asyncio, pytest.mark.django_db]
 
 
 class FakeSocket:
@@ -47,7 +49,6 @@ async def test_hub__a_frame_never_arrives__the_next_goes_out_after_the_wait(sett
     assert [seq for _, seq, _ in socket.frames] == [1, 3]  # the socket replays the gap itself
 
 
-@pytest.mark.django_db
 async def test_hub__many_sockets_at_one_cursor__the_replay_is_drawn_once(settings, monkeypatch):
     hub, _ = await _hub_with_socket(settings)
     drawn: list[tuple[str, int]] = []
