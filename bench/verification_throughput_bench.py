@@ -5,8 +5,8 @@ afterwards) holds `--steps` running manual steps, each verified on its own built
 stays healthy, so no evaluation concludes or acts: this is the routine load a worker carries
 between decisions. One process then evaluates them round-robin for `--seconds` through the same
 service call the Celery task makes (measure, then record in one transaction; pushes after
-commit), and prints evaluations per second, and how many frames those evaluations pushed: an
-evaluation that changes nothing a page shows should push nothing.
+commit), and prints evaluations per second, and how many frames those evaluations pushed: a
+routine evaluation (same outcome as the last, run not concluded) pushes nothing.
 
 Usage: python bench/verification_throughput_bench.py [--steps 500] [--seconds 20]
        (or: make bench)

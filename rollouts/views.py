@@ -370,9 +370,10 @@ def _step_page_context(request: HttpRequest, key: str, step_key: str) -> dict[st
 def step_detail(request: HttpRequest, key: str, step_key: str) -> HttpResponse:
     context = _step_page_context(request, key, step_key)
     # The page re-fetches its header and its live regions whenever one of its streams pushes.
-    partial = {"step-head": "#head", "step-live": "#live", "step-gate": "#gate"}.get(
-        request.htmx.target if request.htmx else "", ""
-    )
+    target = request.htmx.target if request.htmx else ""
+    if target == "step-verification":  # a running verification polls its own section
+        return render(request, "rollouts/_step_verification.html", context)
+    partial = {"step-head": "#head", "step-live": "#live", "step-gate": "#gate"}.get(target, "")
     return render(request, "rollouts/step_detail.html" + partial, context)
 
 

@@ -266,6 +266,9 @@ def evaluation_record(
     if verdict is None:
         return None
     outcome, reason = verdict
+    previous = (
+        verification.evaluations.order_by("-sequence").values_list("outcome", flat=True).first()
+    )
     verification.measured += 1
     evaluation = Evaluation.objects.create(
         verification=verification,
@@ -317,7 +320,10 @@ def evaluation_record(
         assumption_probe_concluded(verification=verification, step=step, evaluation=evaluation)
         verification.action = _act(verification, step, evaluation)[:300]
         verification.save(update_fields=["action"])
-    stream_touch(stream=f"step:{step.pk}", event=f"evaluation.{outcome}")
+    # News is pushed: a run that concluded, or an outcome unlike the last. A routine evaluation
+    # that repeats the last outcome pushes nothing; the step page polls its run while it is open.
+    if concluded is not None or outcome != previous:
+        stream_touch(stream=f"step:{step.pk}", event=f"evaluation.{outcome}")
     return evaluation
 
 

@@ -799,3 +799,42 @@ def test_step_page__canary_evaluation__shows_canary_chart(make_plan, client, rol
     assert 'data-testid="canary-chart"' in page
     assert f'id="canary-chart-{step.pk}"' in page
     assert "canary check failed" in page
+
+
+def test_evaluation_record__routine_repeat__pushes_nothing_news_is_pushed(make_plan, pushes):
+    step = _started(make_plan, verify_count=6, failure_limit=3, inconclusive_limit=3)
+    run, stream = _run(step), f"step:{step.pk}"
+    _traffic(*HEALTHY)
+    with pushes.commit():
+        _evaluate(run)  # the first outcome is news
+    with pushes.commit():
+        _evaluate(run)
+        _evaluate(run)  # pass, pass again: nothing a person needs pushed
+    assert len(pushes.on(stream)) == 1
+    _traffic(29.0, 1000.0, seconds_ago=1)  # 30 errors in 2,000 requests: between the two
+    with pushes.commit():
+        _evaluate(run)  # pass -> inconclusive
+    assert len(pushes.on(stream)) == 2
+    _traffic(0.0, 2000.0, seconds_ago=0.5)  # 30 in 4,000: healthy again
+    with pushes.commit():
+        _evaluate(run)  # back to pass
+    assert len(pushes.on(stream)) == 3
+    with pushes.commit():
+        _evaluate(run)  # the sixth concludes the run
+    assert _status(run) != Verification.Status.RUNNING
+    assert len(pushes.on(stream)) == 4
+    assert 'data-testid="verification-polled"' not in pushes.last_html(stream)
+
+
+def test_step_page__running_verification__its_section_polls_itself(make_plan, client, role_user):
+    step = _started(make_plan)
+    _traffic(*HEALTHY)
+    _evaluate(_run(step))
+    client.force_login(role_user("viewer"))
+    url = f"/plans/{step.plan.key}/steps/{step.key}/"
+    page = client.get(url).content.decode()
+    assert 'data-testid="verification-polled"' in page and 'hx-trigger="every 5s"' in page
+    section = client.get(url, HTTP_HX_REQUEST="true", HTTP_HX_TARGET="step-verification")
+    html = section.content.decode()
+    assert section.status_code == 200 and html.lstrip().startswith('<section id="step-verification"')
+    assert html.count('data-testid="evaluation-row"') == 1
