@@ -52,11 +52,16 @@ class _Batch:
         if getattr(_local, "batch", None) is self:
             _local.batch = None
         for stream, touches in self.touches.items():
-            try:
-                frame_push(stream=stream, touches=touches)
-            except Exception:
-                # The change is committed; a browser that misses this frame catches up by replay.
-                logger.exception("live render failed", extra={"stream": stream})
+            _push_committed(stream, touches)
+
+
+def _push_committed(stream: str, touches: list[Touch]) -> None:
+    try:
+        frame_push(stream=stream, touches=touches)
+    except Exception:
+        # The change is committed and must not be answered with an error; pages show it at the
+        # stream's next frame, or when reloaded.
+        logger.exception("live render failed", extra={"stream": stream})
 
 
 def stream_touch(*, stream: str, event: str, ref: int | str | None = None) -> None:
@@ -67,7 +72,7 @@ def stream_touch(*, stream: str, event: str, ref: int | str | None = None) -> No
     touch = (event, None if ref is None or kind.rows is None else str(ref))
     connection = transaction.get_connection()
     if not connection.in_atomic_block:
-        frame_push(stream=stream, touches=[touch])
+        _push_committed(stream, [touch])
         return
     batch = getattr(_local, "batch", None)
     if batch is None or not batch.pending_on(connection):

@@ -38,8 +38,9 @@ class Socket(Protocol):
 
 
 def pubsub_channel() -> str:
-    """Frames of one deployment only: pub/sub channels are shared by every database of a Redis."""
-    return f"stepwise.live.{settings.DATABASES['default']['NAME']}"
+    """Frames of one deployment only: pub/sub channels are shared by every database of a Redis,
+    so the channel names the deployment's Redis prefix and its database."""
+    return f"{settings.REDIS_PREFIX}:live:{settings.DATABASES['default']['NAME']}"
 
 
 class Hub:

@@ -121,3 +121,18 @@ def test_retention__each_stream_keeps_its_newest_events_and_a_browser_further_be
     assert stream_replay(stream="ledger", after=0) == (320, STALE_HTML)
     seq, html = stream_replay(stream="ledger", after=310)
     assert seq == 320 and "n.310" in html and "n.309" not in html
+
+
+def test_touch__renderer_fails_after_commit__the_change_stands_and_nothing_is_sent(
+    plan, pushes, monkeypatch, caplog
+):
+    def broken(**kwargs):
+        raise RuntimeError("template bug")
+
+    monkeypatch.setattr("rollouts.streams.plan_live_context", broken)
+    with pushes.commit(), transaction.atomic():
+        Plan.objects.filter(pk=plan.pk).update(name="Renamed")
+        stream_touch(stream=plan.stream, event="plan.renamed")
+    assert Plan.objects.get(pk=plan.pk).name == "Renamed"
+    assert pushes.frames == [] and not StreamEvent.objects.exists()
+    assert "live render failed" in caplog.text
