@@ -8,11 +8,11 @@ from live.streams import stream_kind_register
 
 
 def console_state(key: str) -> str:
-    if not Incident.objects.filter(pk=key).exists():
+    try:
+        context = console_live_context(incident_id=int(key))
+    except Incident.DoesNotExist:  # deleted since it was touched
         return ""
-    return render_to_string(
-        "incidents/_console_live.html", console_live_context(incident_id=int(key))
-    )
+    return render_to_string("incidents/_console_live.html", context)
 
 
 def timeline_rows(key: str, refs: list[str]) -> str:

@@ -8,17 +8,19 @@ from rollouts.selectors import flag_board_row, plan_live_context, step_verificat
 
 
 def plan_state(key: str) -> str:
-    if not Plan.objects.filter(pk=key).exists():
+    try:
+        context = plan_live_context(plan_id=int(key))
+    except Plan.DoesNotExist:  # deleted since it was touched
         return ""
-    return render_to_string("rollouts/_plan_live.html", plan_live_context(plan_id=int(key)))
+    return render_to_string("rollouts/_plan_live.html", context)
 
 
 def step_state(key: str) -> str:
-    if not Step.objects.filter(pk=key).exists():
+    try:
+        context = step_verification_context(step_id=int(key))
+    except Step.DoesNotExist:
         return ""
-    return render_to_string(
-        "rollouts/_step_verification.html", step_verification_context(step_id=int(key))
-    )
+    return render_to_string("rollouts/_step_verification.html", context)
 
 
 def flag_rows(key: str, refs: list[str]) -> str:
