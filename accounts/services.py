@@ -1,5 +1,8 @@
+import copy
 import hashlib
 import secrets
+import threading
+import time
 from datetime import timedelta
 
 from django.contrib.auth.models import AbstractBaseUser, Permission
@@ -7,10 +10,37 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import SCOPES, ApiToken
+from core.invalidation import invalidation_live, invalidation_on, invalidation_publish
 from ledger.services import ledger_append
 
 TOKEN_PREFIX = "sw_"
+AUTH_TOPIC = "auth"
 _LAST_USED_RESOLUTION = timedelta(minutes=1)
+# A token's grant (its user, scopes, permissions) is answered from memory while this process
+# hears every token, role and permission change, and read again at least this often: the bound on
+# a change whose announcement was lost (Redis restarted between commit and publish).
+TOKEN_CACHE_SECONDS = 30.0
+_TOKEN_CACHE_SIZE = 10_000
+
+_tokens: dict[str, tuple[ApiToken, float]] = {}  # digest -> (token with user and perms, read at)
+_tokens_lock = threading.Lock()
+_tokens_generation = 0
+
+
+def _tokens_forget(facts: dict) -> None:
+    global _tokens_generation
+    with _tokens_lock:
+        _tokens_generation += 1
+        _tokens.clear()
+
+
+invalidation_on(AUTH_TOPIC, _tokens_forget)
+
+
+def auth_changed() -> None:
+    """Once the current transaction commits, every process reads tokens and permissions afresh
+    (called by accounts.receivers on every token, user, group and permission change)."""
+    invalidation_publish(AUTH_TOPIC)
 
 
 class TokenRefused(ValueError):
@@ -107,19 +137,53 @@ def _permissions_load(user: AbstractBaseUser) -> None:
     user._perm_cache = {f"{app_label}.{codename}" for app_label, codename in rows}
 
 
+def _detached(token: ApiToken) -> ApiToken:
+    # Each request gets its own copies: nothing one request sets on its user reaches another.
+    mine = copy.copy(token)
+    mine.user = copy.copy(token.user)
+    return mine
+
+
+def api_token_cached(*, raw: str) -> ApiToken | None:
+    """The usable token for a presented secret from this process's memory, or None when memory
+    cannot answer (not held, too old, or changes are not being heard): then ask
+    `api_token_authenticate`. No I/O: safe inside an event loop."""
+    if not invalidation_live():
+        return None
+    held = _tokens.get(_digest(raw))
+    if held is None or time.monotonic() - held[1] > TOKEN_CACHE_SECONDS:
+        return None
+    token = held[0]
+    if not token.is_usable():
+        return None
+    return _detached(token)
+
+
 def api_token_authenticate(*, raw: str) -> ApiToken | None:
     """The usable token for a presented secret, or None; token.user has its permissions loaded.
 
-    Nothing is cached across requests: a revoked token is refused on the very next request.
-    Touches last_used_at at most once a minute.
+    From memory while every process hears token and permission changes (a revoked token is
+    refused as soon as the revocation is heard); otherwise from the database on every request.
+    Touches last_used_at at most once a minute, when the token is read from the database.
     """
     if not raw.startswith(TOKEN_PREFIX):
         return None
-    token = ApiToken.objects.select_related("user").filter(digest=_digest(raw)).first()
+    cached = api_token_cached(raw=raw)
+    if cached is not None:
+        return cached
+    generation = _tokens_generation
+    digest = _digest(raw)
+    token = ApiToken.objects.select_related("user").filter(digest=digest).first()
     now = timezone.now()
     if token is None or not token.is_usable(now) or not token.user.is_active:
         return None
     if token.last_used_at is None or now - token.last_used_at > _LAST_USED_RESOLUTION:
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
     _permissions_load(token.user)
-    return token
+    with _tokens_lock:
+        # Not kept when a change was heard while reading: it may predate that change.
+        if invalidation_live() and generation == _tokens_generation:
+            if len(_tokens) >= _TOKEN_CACHE_SIZE:
+                _tokens.clear()
+            _tokens[digest] = (token, time.monotonic())
+    return _detached(token)

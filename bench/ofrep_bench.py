@@ -14,6 +14,12 @@ Then the peer a team would pick instead, in the same run: Unleash 8 started by
 interleaved (peer, Stepwise, peer, Stepwise). Nothing of the peer is typed in here: if it cannot
 start, the bench says so and measures Stepwise alone.
 
+Then freshness across processes: a second server (one uvicorn worker) beside the first, and
+bench/freshness_probe.py times, for 100 flag changes and 12 token revocations, the commit to the
+first answer that carries it on each server (target p99 <= 50 ms and <= 1 s). Then scale: 180
+more flags (200 in all, at 25 %) and the bulk path again (target >= 0.50x the 20-flag rate). A
+Celery worker records consumer fetches, as in production; the last line checks it did.
+
 Usage: python bench/ofrep_bench.py [--duration 15s] [--rounds 2] [--verbose]   (or: make bench)
 """
 
@@ -25,6 +31,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -34,7 +41,17 @@ from served import ROOT, free_port, manage, production_env, psql, stop_and_drop,
 
 REDIS = "redis://127.0.0.1:6379/12"
 FLAGS = 20
+SCALE_FLAGS = 200
 PEER = Path(os.environ.get("STEPWISE_UNLEASH_PEER", ROOT.parent / "shared" / "peers" / "unleash"))
+
+MORE_FLAGS = """
+from rollouts.services.flags import flag_change, flag_create
+for i in range(%(start)d, %(end)d):
+    key = f"bench-flag-{i:03d}"
+    flag_create(key=key, description="bench", kind="release", owner="bench", actor=None)
+    flag_change(flag_key=key, changes={"enabled": True, "rollout_percentage": 25}, actor=None,
+                reason="bench", source="api")
+"""
 
 SEED = """
 import json
@@ -193,6 +210,7 @@ def _peer_stop(pid: str) -> None:
 
 def _row(name: str, result: dict) -> str:
     problems = f"unexpected status {result['unexpected']}; socket errors {result['socket_errors']}"
+    problems += f"; load {os.getloadavg()[0]:.1f}"
     if sample := re.search(r"unexpected-sample: (.*)", result["raw"]):
         problems += f" (e.g. {sample.group(1)[:160]})"
     return (
@@ -201,10 +219,11 @@ def _row(name: str, result: dict) -> str:
     )
 
 
-def _side_by_side(base: str, bulk: Path, duration: str, rounds: int) -> None:
+def _side_by_side(base: str, bulk: Path, duration: str, rounds: int) -> list[dict]:
+    """Stepwise's bulk runs, interleaved with Unleash's when the peer starts."""
     peer = _peer_start()
     if peer is None:
-        return
+        return [_wrk(base, bulk, duration) for _ in range(rounds)]
     pid, url = peer
     try:
         _wrk(url, PEER / "frontend.lua", "3s")  # warm-up, as Stepwise had
@@ -225,6 +244,44 @@ def _side_by_side(base: str, bulk: Path, duration: str, rounds: int) -> None:
     throughput = mean(ours, "rps") / mean(theirs, "rps")
     tail = mean(ours, "p99") / mean(theirs, "p99")
     print(f"OFREP bulk vs Unleash: throughput {throughput:.2f}x, p99 {tail:.2f}x")
+    return ours
+
+
+def _uvicorn(env: dict, port: int, workers: str, log: Path) -> subprocess.Popen:
+    with log.open("w") as out:
+        return subprocess.Popen(
+            [
+                sys.executable, "-m", "uvicorn", "stepwise.asgi:application",
+                "--host", "127.0.0.1", "--port", str(port),
+                "--workers", workers, "--no-access-log", "--log-level", "warning",
+            ],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _freshness(env: dict, servers: list[str], token: str) -> None:
+    """Commit to first answer carrying it, on each server (bench/freshness_probe.py)."""
+    probe = (ROOT / "bench" / "freshness_probe.py").read_text()
+    out = manage(
+        {**env, "PROBE_SERVERS": ",".join(servers), "PROBE_TOKEN": token},
+        "shell", "-c", probe,
+    )  # fmt: skip
+    measured = json.loads(out.strip().splitlines()[-1])
+    for name, target in (("flag change", 50.0), ("token revoked", 1000.0)):
+        per_server = measured["flag_ms" if name == "flag change" else "revoke_ms"]
+        for server, values in per_server.items():
+            missed = sum(v is None for v in values)
+            seen = [v for v in values if v is not None]
+            print(
+                f"freshness, {name:<13} at {server}: {len(values)} trials, p50 "
+                f"{_percentile(seen, 0.5):.1f} ms, p99 {_percentile(seen, 0.99):.1f} ms, max "
+                f"{max(seen):.1f} ms, not seen within 5 s: {missed} (target p99 <= {target:.0f} ms)"
+            )
 
 
 def main() -> None:
@@ -242,7 +299,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="ofrep-bench-"))
     env = production_env(database=database, work=work, redis_url=REDIS)
     psql(f'CREATE DATABASE "{database}"')
-    process = None
+    process = worker = None
     try:
         manage(env, "migrate", "--noinput")
         manage(env, "collectstatic", "--noinput")
@@ -253,15 +310,13 @@ def main() -> None:
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         log = work / "uvicorn.log"
-        with log.open("w") as out:
-            process = subprocess.Popen(
-                [
-                    sys.executable, "-m", "uvicorn", "stepwise.asgi:application",
-                    "--host", "127.0.0.1", "--port", str(port),
-                    "--workers", args.workers, "--no-access-log", "--log-level", "warning",
-                ],
-                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-            )  # fmt: skip
+        process = _uvicorn(env, port, args.workers, log)
+        # Consumer bookkeeping is a worker task (once a second per serving process).
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "stepwise", "worker", "--pool", "solo",
+             "--loglevel", "warning"],
+            cwd=ROOT, env=env, stdout=(work / "worker.log").open("w"), stderr=subprocess.STDOUT,
+        )  # fmt: skip
         wait_ready(base, process, log, path="/healthz", timeout=60)
 
         context = {"context": {"targetingKey": "steady-user", "country": "NL"}}
@@ -296,14 +351,40 @@ def main() -> None:
             print(_row(name, result))
             if args.verbose:
                 print(result["raw"])
-        if not args.no_peer:
-            _side_by_side(base, scripts["bulk"], args.duration, args.rounds)
+        if args.no_peer:
+            bulk20 = [_wrk(base, scripts["bulk"], args.duration)]
+        else:
+            bulk20 = _side_by_side(base, scripts["bulk"], args.duration, args.rounds)
+
+        port2 = free_port()
+        second = _uvicorn(env, port2, "1", work / "uvicorn-2.log")
+        try:
+            wait_ready(f"http://127.0.0.1:{port2}", second, work / "uvicorn-2.log", path="/healthz")
+            _freshness(env, [f"127.0.0.1:{port}", f"127.0.0.1:{port2}"], token)
+        finally:
+            second.terminate()
+            second.wait(timeout=30)
+
+        manage(env, "shell", "-c", MORE_FLAGS % {"start": FLAGS, "end": SCALE_FLAGS})
+        _wrk(base, scripts["bulk"], "3s")
+        bulk200 = _wrk(base, scripts["bulk"], args.duration)
+        print(_row(f"bulk {SCALE_FLAGS} flags", bulk200))
+        rps20 = sum(r["rps"] for r in bulk20) / len(bulk20)
+        print(
+            f"OFREP bulk, {SCALE_FLAGS} flags vs {FLAGS}: throughput "
+            f"{bulk200['rps'] / rps20:.2f}x (target >= 0.50x)"
+        )
+        time.sleep(2 * 1.0 + 1)  # a flush (every second) and its task
         held = manage(
             env, "shell", "-c",
-            "from rollouts.models import FlagConsumer; print(FlagConsumer.objects.get(name='bench').held_revision)",
-        ).strip()  # fmt: skip
-        print(f"consumer 'bench' holds revision {held.splitlines()[-1]}")
+            "from rollouts.models import FlagConfigRevision as R, FlagConsumer as C;"
+            "print(C.objects.get(name='bench').held_revision, R.objects.get(pk=1).revision)",
+        ).split()  # fmt: skip
+        print(f"consumer 'bench' holds revision {held[-2]} of {held[-1]} (recorded by the worker)")
     finally:
+        if worker is not None:
+            worker.terminate()
+            worker.wait(timeout=30)
         stop_and_drop(process, database=database)
         shutil.rmtree(work, ignore_errors=True)
 

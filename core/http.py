@@ -72,6 +72,15 @@ def refusal_response(exc: TransitionRefused | InvalidInput) -> JsonResponse:
     return JsonResponse({"error": str(exc)}, status=refusal_status(exc))
 
 
+def access_refusal(user: Any, token: Any, *, scope: str, permission: str) -> str | None:
+    """Why this caller may not use an API (a token needs `scope`, its user `permission`), or None."""
+    if token is not None and not token.allows(scope):
+        return f"this token lacks the {scope!r} scope"
+    if not user.has_perm(permission):
+        return f"{user.get_username()} lacks permission {permission}"
+    return None
+
+
 def api_endpoint(*, scope: str, permission: str) -> Callable:
     """Guard an API view: a token needs `scope`; a logged-in user needs `permission`.
 
@@ -83,13 +92,9 @@ def api_endpoint(*, scope: str, permission: str) -> Callable:
         @wraps(view)
         def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             token = getattr(request, "api_token", None)
-            if token is not None and not token.allows(scope):
-                return JsonResponse({"error": f"this token lacks the {scope!r} scope"}, status=403)
-            if not request.user.has_perm(permission):
-                return JsonResponse(
-                    {"error": f"{request.user.get_username()} lacks permission {permission}"},
-                    status=403,
-                )
+            refusal = access_refusal(request.user, token, scope=scope, permission=permission)
+            if refusal:
+                return JsonResponse({"error": refusal}, status=403)
             return view(request, *args, **kwargs)
 
         return wrapped

@@ -12,11 +12,12 @@ import contextvars
 import json
 import logging
 import threading
-from typing import Any, Protocol
+from typing import Protocol
 
 from channels.db import database_sync_to_async
 from django.conf import settings
 
+from core.redis import redis_client
 from live.replay import stream_replay
 from live.streams import cursor_html
 
@@ -189,7 +190,9 @@ def process_hub() -> Hub:
 def frame_send(*, stream: str, seq: int, html: str) -> None:
     """Send a committed frame to every process's sockets (called from synchronous code)."""
     if settings.REDIS_URL:
-        _redis().publish(pubsub_channel(), json.dumps({"stream": stream, "seq": seq, "html": html}))
+        redis_client().publish(
+            pubsub_channel(), json.dumps({"stream": stream, "seq": seq, "html": html})
+        )
         return
     with _hubs_lock:
         hubs = [hub for loop, hub in _hubs.items() if not loop.is_closed()]
@@ -199,22 +202,3 @@ def frame_send(*, stream: str, seq: int, html: str) -> None:
         hub.loop.call_soon_threadsafe(
             hub.schedule, stream, seq, html, context=contextvars.Context()
         )
-
-
-_client: Any = None
-
-
-def _redis() -> Any:
-    global _client
-    # Short timeouts: a frame is sent after commit, inside the request; with Redis down the
-    # request must not wait for it (the browsers catch up by replay).
-    if _client is None:
-        from redis import Redis
-
-        _client = Redis.from_url(
-            settings.REDIS_URL,
-            socket_connect_timeout=0.5,
-            socket_timeout=1,
-            health_check_interval=30,
-        )
-    return _client

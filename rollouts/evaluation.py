@@ -17,6 +17,7 @@ inside at any larger percentage (stickiness), and different flags bucket indepen
 """
 
 import hashlib
+import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -62,6 +63,12 @@ class CompiledFlag:
     on_variant: str
     off_variant: str
     rules: tuple[Rule, ...]
+    hash_prefix: bytes  # "<flag key>:" encoded: the fixed part of every bucket hash
+
+    @property
+    def split_only(self) -> bool:
+        """Decided by the targeting key's bucket alone: on, no rules, strictly inside 0..100 %."""
+        return self.enabled and not self.rules and 0 < self.rollout_bp < BUCKETS
 
 
 @dataclass(frozen=True)
@@ -100,6 +107,7 @@ def flag_compile(*, key: str, version: int, settings: Mapping[str, Any]) -> Comp
         on_variant=settings.get("on_variant", "on"),
         off_variant=settings.get("off_variant", "off"),
         rules=rules,
+        hash_prefix=f"{key}:".encode(),
     )
 
 
@@ -112,10 +120,18 @@ def config_compile(*, revision: int, versions: Iterable[Any]) -> FlagConfig:
     return FlagConfig(revision=revision, flags=flags)
 
 
+_FIRST_8_BYTES = struct.Struct(">Q").unpack_from
+
+
+def bucket(hash_prefix: bytes, targeting_key: bytes) -> int:
+    """Stable bucket in [0, BUCKETS) of a key for the flag whose `hash_prefix` is given (never
+    Python's salted hash()). The hot path of bulk evaluation: positional, no keywords."""
+    return _FIRST_8_BYTES(hashlib.sha256(hash_prefix + targeting_key).digest())[0] % BUCKETS
+
+
 def bucket_of(*, flag_key: str, targeting_key: str) -> int:
-    """Stable bucket in [0, BUCKETS) for this flag and key (never Python's salted hash())."""
-    digest = hashlib.sha256(f"{flag_key}:{targeting_key}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") % BUCKETS
+    """Stable bucket in [0, BUCKETS) for this flag and key."""
+    return bucket(f"{flag_key}:".encode(), targeting_key.encode())
 
 
 def _number(value: Any) -> float | None:
@@ -166,16 +182,6 @@ def rule_matches(rule: Rule, context: Mapping[str, Any]) -> bool:
     return False
 
 
-def _served(flag: CompiledFlag, variant: str, reason: str) -> Evaluation:
-    return Evaluation(
-        key=flag.key,
-        value=flag.variants.get(variant),
-        variant=variant,
-        reason=reason,
-        version=flag.version,
-    )
-
-
 def context_validate(context: Any) -> dict[str, Any]:
     """The evaluation context as a dict, or EvaluationError(INVALID_CONTEXT)."""
     if context is None:
@@ -188,21 +194,34 @@ def context_validate(context: Any) -> dict[str, Any]:
     return context
 
 
-def flag_evaluate(*, flag: CompiledFlag, context: Mapping[str, Any]) -> Evaluation:
-    """Evaluate one flag; raises EvaluationError(TARGETING_KEY_MISSING) for a split without a key."""
+def flag_decide(*, flag: CompiledFlag, context: Mapping[str, Any]) -> tuple[str, str]:
+    """(variant, reason) for one flag; raises EvaluationError(TARGETING_KEY_MISSING) for a split
+    without a key."""
     if not flag.enabled:
-        return _served(flag, flag.off_variant, DISABLED)
+        return flag.off_variant, DISABLED
     for rule in flag.rules:
         if rule_matches(rule, context):
-            return _served(flag, rule.variant, TARGETING_MATCH)
+            return rule.variant, TARGETING_MATCH
     if flag.rollout_bp >= BUCKETS or flag.rollout_bp <= 0:
         variant = flag.on_variant if flag.rollout_bp >= BUCKETS else flag.off_variant
-        return _served(flag, variant, DEFAULT if flag.rules else STATIC)
+        return variant, DEFAULT if flag.rules else STATIC
     targeting_key = context.get("targetingKey")
     if not targeting_key:
         raise EvaluationError(
             TARGETING_KEY_MISSING,
             f"{flag.key} is rolled out to {flag.rollout_bp / 100:g}%; send a targetingKey",
         )
-    inside = bucket_of(flag_key=flag.key, targeting_key=targeting_key) < flag.rollout_bp
-    return _served(flag, flag.on_variant if inside else flag.off_variant, SPLIT)
+    inside = bucket(flag.hash_prefix, targeting_key.encode()) < flag.rollout_bp
+    return flag.on_variant if inside else flag.off_variant, SPLIT
+
+
+def flag_evaluate(*, flag: CompiledFlag, context: Mapping[str, Any]) -> Evaluation:
+    """Evaluate one flag: its value, variant and reason (see flag_decide)."""
+    variant, reason = flag_decide(flag=flag, context=context)
+    return Evaluation(
+        key=flag.key,
+        value=flag.variants.get(variant),
+        variant=variant,
+        reason=reason,
+        version=flag.version,
+    )

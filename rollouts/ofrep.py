@@ -1,104 +1,138 @@
-"""OpenFeature Remote Evaluation Protocol (OFREP) endpoints.
+"""OpenFeature Remote Evaluation Protocol (OFREP), served ahead of Django's handler.
 
-The compiled flag configuration is cached per process, keyed by the flag-config revision. Every
-request reads the revision (one indexed single-row query), so a change or a revert is served by
-the very next request after it commits, whichever process answers it.
+`ofrep_app` is an ASGI application mounted on /ofrep/ by stepwise/asgi.py: a flag client's
+request skips Django's middleware and URL resolution, and, while this process hears every change
+(core.invalidation), is answered from memory: the compiled configuration (rollouts.flag_config)
+and the token (accounts.services) without a database round trip, the answer's JSON assembled
+from fragments encoded once per configuration. Authentication, scope and permission are the same
+functions every other API uses. Which revision each consumer was served is gathered in memory
+and recorded by a worker task at most once a second per process.
 """
 
 import hashlib
 import json
+import logging
+import os
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.core.exceptions import RequestDataTooBig
-from django.db import connection
-from django.http import HttpRequest, HttpResponse
-from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_POST
+from asgiref.sync import sync_to_async
+from django.db import InterfaceError, OperationalError
 
-from core.http import BadBody, api_endpoint, json_parse
+from accounts.services import api_token_authenticate, api_token_cached
+from core.errors import NotFound
+from core.http import BadBody, access_refusal, json_parse
+from core.invalidation import invalidation_listen
 from rollouts.evaluation import (
     FLAG_NOT_FOUND,
-    GENERAL,
     PARSE_ERROR,
+    SPLIT,
+    CompiledFlag,
     EvaluationError,
     FlagConfig,
-    config_compile,
+    bucket,
     context_validate,
-    flag_evaluate,
+    flag_decide,
 )
-from rollouts.models import Flag, FlagConfigRevision, FlagVersion
-from rollouts.services.consumers import flag_consumer_fetch_record, flag_consumer_id_for_token
+from rollouts.flag_config import config_cached, config_current
+
+logger = logging.getLogger(__name__)
 
 SCOPE = "flags:evaluate"
 PERMISSION = "rollouts.view_flag"
-_MAX_COMPILE_ATTEMPTS = 5
-
-_config = FlagConfig(revision=-1, flags={})
-_compile_lock = threading.Lock()
-
-
-def config_cache_clear() -> None:
-    """Drop this process's compiled configuration (tests roll the database back under it)."""
-    global _config
-    _config = FlagConfig(revision=-1, flags={})
-
-
-_REVISION_SQL = f"SELECT revision FROM {FlagConfigRevision._meta.db_table} WHERE id = 1"
-
-
-def _revision() -> int:
-    # Read on every request, so never cached; a fixed statement skips the ORM's per-call
-    # compilation, which cost more than the query itself (bench/RESULTS.md).
-    with connection.cursor() as cursor:
-        cursor.execute(_REVISION_SQL)
-        row = cursor.fetchone()
-    return row[0] if row else 0
-
-
-def _compile_at(revision: int) -> FlagConfig:
-    """The configuration exactly at a revision: read the flags, then check nobody committed a
-    newer revision in between (each statement sees its own snapshot under READ COMMITTED)."""
-    for _ in range(_MAX_COMPILE_ATTEMPTS):
-        versions = list(
-            FlagVersion.objects.select_related("flag").filter(
-                pk__in=Flag.objects.values("current_id")
-            )
-        )
-        after = _revision()
-        if after == revision:
-            return config_compile(revision=revision, versions=versions)
-        revision = after
-    raise EvaluationError(GENERAL, "flag configuration changed too often to read; retry")
-
-
-def config_current() -> FlagConfig:
-    """The compiled configuration at the committed revision; rebuilt when the revision moved."""
-    return config_at(revision=_revision())
-
-
-def config_at(*, revision: int) -> FlagConfig:
-    """The compiled configuration at `revision`, just read from the database by the caller."""
-    global _config
-    config = _config
-    if config.revision == revision:
-        return config
-    with _compile_lock:
-        if _config.revision != revision:
-            _config = _compile_at(revision)
-        return _config
+PREFIX = "/ofrep/"
+BULK_PATH = "/ofrep/v1/evaluate/flags"
+MAX_BODY_BYTES = 64 * 1024
+DATABASE_RETRY_AFTER_SECONDS = 5
+FETCH_FLUSH_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
 class Answer:
     status: int
-    body: dict[str, Any] | None
+    body: bytes
     headers: dict[str, str] = field(default_factory=dict)
 
-    def encoded(self) -> bytes:
-        return b"" if self.body is None else json.dumps(self.body, separators=(",", ":")).encode()
+
+def _json(status: int, payload: dict[str, Any], **headers: str) -> Answer:
+    return Answer(status, json.dumps(payload, separators=(",", ":")).encode(), headers)
+
+
+def _refused(status: int, details: str, **headers: str) -> Answer:
+    # OFREP defines no body for 401/403/405/5xx; a reason a person can read costs clients nothing.
+    return _json(status, {"errorDetails": details}, **headers)
+
+
+def _failed(key: str | None, code: str, details: str, status: int = 400) -> Answer:
+    payload = {"errorCode": code, "errorDetails": details}
+    return _json(status, {"key": key, **payload} if key is not None else payload)
+
+
+class _Encoded:
+    """One configuration's possible answers, each encoded once: a flag has a handful (variant x
+    reason), so an answer is joined from bytes instead of serialised per request."""
+
+    def __init__(self, config: FlagConfig) -> None:
+        self.config = config
+        self._fragments: dict[tuple[str, str, str], bytes] = {}
+        # Per flag in key order: (flag, hash prefix, rollout, on, off, no-key answer) for a
+        # flag decided by its bucket alone; (flag, None, ...) for one that needs flag_decide.
+        self.entries = [
+            (
+                flag,
+                flag.hash_prefix,
+                flag.rollout_bp,
+                self.fragment(flag, flag.on_variant, SPLIT),
+                self.fragment(flag, flag.off_variant, SPLIT),
+                _error_fragment(flag.key, *_no_key(flag)),
+            )
+            if flag.split_only
+            else (flag, None, 0, b"", b"", b"")
+            for flag in config.flags.values()
+        ]
+
+    def fragment(self, flag: CompiledFlag, variant: str, reason: str) -> bytes:
+        found = self._fragments.get((flag.key, variant, reason))
+        if found is None:
+            found = self._fragments[(flag.key, variant, reason)] = json.dumps(
+                {
+                    "key": flag.key,
+                    "value": flag.variants.get(variant),
+                    "reason": reason,
+                    "variant": variant,
+                    "metadata": {"revision": self.config.revision, "version": flag.version},
+                },
+                separators=(",", ":"),
+            ).encode()
+        return found
+
+
+def _error_fragment(key: str, code: str, details: str) -> bytes:
+    return json.dumps(
+        {"key": key, "errorCode": code, "errorDetails": details}, separators=(",", ":")
+    ).encode()
+
+
+def _no_key(flag: CompiledFlag) -> tuple[str, str]:
+    try:
+        flag_decide(flag=flag, context={})
+    except EvaluationError as exc:
+        return exc.code, exc.details
+    raise AssertionError(f"{flag.key} decides without a targeting key")
+
+
+_encoded = _Encoded(FlagConfig(revision=-1, flags={}))
+
+
+def _encoded_for(config: FlagConfig) -> _Encoded:
+    global _encoded
+    encoded = _encoded
+    if encoded.config is not config:
+        encoded = _encoded = _Encoded(config)
+    return encoded
 
 
 def context_parse(raw: bytes) -> dict[str, Any]:
@@ -114,45 +148,16 @@ def context_parse(raw: bytes) -> dict[str, Any]:
     return context_validate(payload.get("context"))
 
 
-def _record_fetch(token_id: int | None, revision: int) -> None:
-    if token_id is None:
-        return
-    consumer_id = flag_consumer_id_for_token(token_id=token_id)
-    if consumer_id is not None:
-        flag_consumer_fetch_record(consumer_id=consumer_id, revision=revision)
-
-
-def _success(evaluation: Any, revision: int) -> dict[str, Any]:
-    return {
-        "key": evaluation.key,
-        "value": evaluation.value,
-        "reason": evaluation.reason,
-        "variant": evaluation.variant,
-        "metadata": {"revision": revision, "version": evaluation.version},
-    }
-
-
-def single_answer(
-    *, key: str, raw: bytes, config: Callable[[], FlagConfig], token_id: int | None
-) -> Answer:
+def single_answer(*, key: str, context: dict[str, Any], config: FlagConfig) -> Answer:
     """POST /ofrep/v1/evaluate/flags/{key}, after authentication."""
-    try:
-        context = context_parse(raw)
-        current = config()
-    except EvaluationError as exc:
-        return Answer(400, {"key": key, "errorCode": exc.code, "errorDetails": exc.details})
-    flag = current.flags.get(key)
+    flag = config.flags.get(key)
     if flag is None:
-        return Answer(
-            404, {"key": key, "errorCode": FLAG_NOT_FOUND, "errorDetails": f"no flag {key!r}"}
-        )
+        return _failed(key, FLAG_NOT_FOUND, f"no flag {key!r}", status=404)
     try:
-        evaluation = flag_evaluate(flag=flag, context=context)
+        variant, reason = flag_decide(flag=flag, context=context)
     except EvaluationError as exc:
-        return Answer(400, {"key": key, "errorCode": exc.code, "errorDetails": exc.details})
-    # A 200 carrying revision N means this client now evaluates at N or later: it caches nothing.
-    _record_fetch(token_id, current.revision)
-    return Answer(200, _success(evaluation, current.revision))
+        return _failed(key, exc.code, exc.details)
+    return Answer(200, _encoded_for(config).fragment(flag, variant, reason))
 
 
 def _etag(revision: int, context: dict[str, Any]) -> str:
@@ -165,75 +170,211 @@ def _matches(header: str, etag: str) -> bool:
     return any(candidate.strip().removeprefix("W/") == etag for candidate in header.split(","))
 
 
-def bulk_answer(
-    *, raw: bytes, if_none_match: str, config: Callable[[], FlagConfig], token_id: int | None
-) -> Answer:
+def bulk_answer(*, context: dict[str, Any], if_none_match: str, config: FlagConfig) -> Answer:
     """POST /ofrep/v1/evaluate/flags, after authentication: every flag, ETag over revision+context."""
-    try:
-        context = context_parse(raw)
-        current = config()
-        etag = _etag(current.revision, context)
-    except EvaluationError as exc:
-        return Answer(400, {"errorCode": exc.code, "errorDetails": exc.details})
+    etag = _etag(config.revision, context)
     headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
-    if _matches(if_none_match, etag):
-        _record_fetch(token_id, current.revision)
-        return Answer(304, None, headers)
-    flags = []
-    for flag in current.flags.values():
+    if if_none_match and _matches(if_none_match, etag):
+        return Answer(304, b"", headers)
+    encoded = _encoded_for(config)
+    targeting_key = context.get("targetingKey")
+    key = targeting_key.encode() if targeting_key else None
+    parts = []
+    add = parts.append
+    for flag, prefix, rollout, on, off, no_key in encoded.entries:
+        if prefix is not None:  # flag_decide's split, without its checks: they hold for it
+            add(no_key if key is None else on if bucket(prefix, key) < rollout else off)
+            continue
         try:
-            flags.append(_success(flag_evaluate(flag=flag, context=context), current.revision))
+            add(encoded.fragment(flag, *flag_decide(flag=flag, context=context)))
         except EvaluationError as exc:
-            flags.append({"key": flag.key, "errorCode": exc.code, "errorDetails": exc.details})
-    _record_fetch(token_id, current.revision)
-    return Answer(200, {"flags": flags, "metadata": {"revision": current.revision}}, headers)
+            add(_error_fragment(flag.key, exc.code, exc.details))
+    body = b'{"flags":[%b],"metadata":{"revision":%d}}' % (b",".join(parts), config.revision)
+    return Answer(200, body, headers)
 
 
-def _respond(answer: Answer) -> HttpResponse:
-    response = HttpResponse(
-        answer.encoded(),
-        status=answer.status,
-        content_type="application/json" if answer.body is not None else None,
-    )
-    for name, value in answer.headers.items():
-        response[name] = value
-    return response
+class _Fetches:
+    """The newest revision each token was served, handed to a worker task once a second."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: dict[int, int] = {}
+        self._flusher_pid: int | None = None
+
+    def add(self, token_id: int, revision: int) -> None:
+        with self._lock:
+            if self._pending.get(token_id, -1) < revision:
+                self._pending[token_id] = revision
+
+    def take(self) -> dict[int, int]:
+        with self._lock:
+            taken, self._pending = self._pending, {}
+        return taken
+
+    def give_back(self, batch: dict[int, int]) -> None:
+        for token_id, revision in batch.items():
+            self.add(token_id, revision)
+
+    def start(self) -> None:
+        if self._flusher_pid == os.getpid():
+            return
+        self._flusher_pid = os.getpid()
+        threading.Thread(target=self._flush_forever, name="ofrep-fetches", daemon=True).start()
+
+    def _flush_forever(self) -> None:
+        while True:
+            time.sleep(FETCH_FLUSH_SECONDS)
+            fetches_flush()
 
 
-def _body(request: HttpRequest) -> bytes:
+_fetches = _Fetches()
+
+
+def fetches_flush() -> None:
+    """Hand the revisions served since the last flush to a worker task (the flusher's loop)."""
+    from rollouts.tasks import flag_consumers_fetched_task
+
+    batch = _fetches.take()
+    if not batch:
+        return
     try:
-        return request.body
-    except RequestDataTooBig:
-        return b"\x00"  # not JSON: answered as PARSE_ERROR like any other unreadable body
+        flag_consumers_fetched_task.delay(sorted(batch.items()))
+    except Exception:
+        # Bookkeeping only: the flags were served. Kept for the next flush.
+        _fetches.give_back(batch)
+        logger.warning("could not hand %d consumer fetches to a worker", len(batch), exc_info=True)
 
 
-def _token_id(request: HttpRequest) -> int | None:
-    token = getattr(request, "api_token", None)
-    return token.pk if token is not None else None
+def serving_start() -> None:
+    """In a serving process: hear flag and token changes, and flush consumer fetches."""
+    invalidation_listen()
+    _fetches.start()
 
 
-@csrf_exempt
-@require_POST
-@api_endpoint(scope=SCOPE, permission=PERMISSION)
-def evaluate_flag(request: HttpRequest, key: str) -> HttpResponse:
-    """POST /ofrep/v1/evaluate/flags/{key}"""
-    return _respond(
-        single_answer(
-            key=key, raw=_body(request), config=config_current, token_id=_token_id(request)
-        )
+async def _config() -> FlagConfig:
+    return config_cached() or await sync_to_async(config_current)()
+
+
+async def _token(raw: str) -> Any:
+    cached = api_token_cached(raw=raw)
+    return cached if cached is not None else await sync_to_async(api_token_authenticate)(raw=raw)
+
+
+def _route(path: str) -> str | None:
+    """None for the bulk path, the flag key for the single one; NotFound otherwise."""
+    if path == BULK_PATH:
+        return None
+    key = path.removeprefix(BULK_PATH + "/")
+    if key == path or not key or "/" in key:
+        raise NotFound(f"no OFREP endpoint {path}; POST {BULK_PATH} or {BULK_PATH}/{{key}}")
+    return key
+
+
+async def _answer(
+    method: str, path: str, headers: dict[bytes, bytes], body: bytes | None
+) -> Answer:
+    """The answer to one request; `body` None when it was over MAX_BODY_BYTES."""
+    try:
+        key = _route(path)
+    except NotFound as exc:
+        return _refused(404, str(exc))
+    if method != "POST":
+        return _refused(405, f"{method} is not allowed here: OFREP evaluates on POST", Allow="POST")
+    authorization = headers.get(b"authorization", b"").decode("latin-1")
+    raw = (
+        authorization[7:].strip()
+        if authorization[:7].lower() == "bearer "
+        else headers.get(b"x-api-key", b"").decode("latin-1")
     )
-
-
-@csrf_exempt
-@require_POST
-@api_endpoint(scope=SCOPE, permission=PERMISSION)
-def evaluate_flags(request: HttpRequest) -> HttpResponse:
-    """POST /ofrep/v1/evaluate/flags"""
-    return _respond(
-        bulk_answer(
-            raw=_body(request),
-            if_none_match=request.headers.get("If-None-Match", ""),
-            config=config_current,
-            token_id=_token_id(request),
+    if not raw:
+        return _refused(
+            401,
+            "send an API token: Authorization: Bearer <token>",
+            **{"WWW-Authenticate": "Bearer"},
         )
+    token = await _token(raw)
+    if token is None:
+        return _refused(
+            401, "invalid, expired or revoked API token", **{"WWW-Authenticate": "Bearer"}
+        )
+    if refusal := access_refusal(token.user, token, scope=SCOPE, permission=PERMISSION):
+        return _refused(403, refusal)
+    if body is None:
+        return _failed(key, PARSE_ERROR, f"the request body is over {MAX_BODY_BYTES} bytes")
+    content_type = headers.get(b"content-type", b"application/json").split(b";")[0].strip()
+    if body.strip() and content_type.lower() != b"application/json":
+        return _failed(key, PARSE_ERROR, "send the context as Content-Type: application/json")
+    try:
+        context = context_parse(body)
+        config = await _config()
+    except EvaluationError as exc:
+        return _failed(key, exc.code, exc.details)
+    if key is None:
+        answer = bulk_answer(
+            context=context,
+            if_none_match=headers.get(b"if-none-match", b"").decode("latin-1"),
+            config=config,
+        )
+    else:
+        answer = single_answer(key=key, context=context, config=config)
+    # A 200 or 304 at revision N means this client now evaluates at N or later.
+    if answer.status in (200, 304):
+        _fetches.add(token.pk, config.revision)
+    return answer
+
+
+async def _body(receive: Callable[[], Awaitable[dict]]) -> bytes | None:
+    """The request body, or None when it is over MAX_BODY_BYTES."""
+    chunks, size, more = [], 0, True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+        more = message.get("more_body", False)
+    return b"".join(chunks)
+
+
+async def ofrep_app(scope: dict, receive: Callable, send: Callable) -> None:
+    """The ASGI application for every path under /ofrep/."""
+    headers = dict(scope["headers"])
+    try:
+        body = await _body(receive)
+        answer = await _answer(scope["method"], scope["path"], headers, body)
+    except (OperationalError, InterfaceError):
+        logger.warning("OFREP answered 503: the database is unavailable", exc_info=True)
+        answer = _refused(
+            503,
+            "the database is busy or unreachable; retry shortly",
+            **{"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+        )
+    except Exception:
+        logger.exception("OFREP request failed: %s %s", scope["method"], scope["path"])
+        answer = _refused(500, "internal error; the server log has the details")
+    response_headers = [
+        (b"content-length", str(len(answer.body)).encode()),
+        (b"x-content-type-options", b"nosniff"),
+    ]
+    if answer.body:
+        response_headers.append((b"content-type", b"application/json"))
+    response_headers.extend((k.lower().encode(), v.encode()) for k, v in answer.headers.items())
+    await send(
+        {"type": "http.response.start", "status": answer.status, "headers": response_headers}
     )
+    await send({"type": "http.response.body", "body": answer.body})
+
+
+def ofrep_route(django_app: Callable) -> Callable:
+    """HTTP: /ofrep/ to `ofrep_app`, everything else to Django."""
+
+    async def route(scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["path"].startswith(PREFIX):
+            await ofrep_app(scope, receive, send)
+        else:
+            await django_app(scope, receive, send)
+
+    return route

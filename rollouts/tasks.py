@@ -6,6 +6,7 @@ from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
 from rollouts.models import Verification
+from rollouts.services.consumers import flag_consumers_fetched
 from rollouts.services.evaluation import (
     breach_judged,
     breaches_unjudged,
@@ -95,3 +96,9 @@ def verification_evaluate_task(
 )
 def convergence_check_task(step_id: int) -> None:
     convergence_check(step_id=step_id)
+
+
+@shared_task(name="rollouts.tasks.flag_consumers_fetched", ignore_result=True, **DATABASE_RETRY)
+def flag_consumers_fetched_task(fetches: list[list[int]]) -> None:
+    """A serving process's once-a-second batch of [token id, revision served] pairs."""
+    flag_consumers_fetched(fetches=dict(fetches))

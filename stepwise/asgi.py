@@ -15,6 +15,7 @@ from django.urls import path  # noqa: E402
 from accounts.checks import demo_passwords_check  # noqa: E402
 from live.consumers import LiveConsumer  # noqa: E402
 from live.origin import SameOriginValidator  # noqa: E402
+from rollouts.ofrep import ofrep_route, serving_start  # noqa: E402
 
 
 def _demo_passwords_problems() -> list:
@@ -37,9 +38,11 @@ if problems := _demo_passwords_problems():
 
     raise ImproperlyConfigured("; ".join(f"{p.msg} ({p.hint})" for p in problems))
 
+serving_start()
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        # OFREP ahead of Django's handler: a flag evaluation is answered from memory.
+        "http": ofrep_route(django_asgi_app),
         "websocket": AllowedHostsOriginValidator(
             SameOriginValidator(
                 AuthMiddlewareStack(URLRouter([path("ws/live/", LiveConsumer.as_asgi())]))

@@ -7,6 +7,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
+from core.invalidation import invalidation_status
 from stepwise.models import WorkerHeartbeat
 
 
@@ -65,5 +66,11 @@ def _check_worker() -> Check:
     return Check("worker", True, f"{latest.hostname} seen {int(age.total_seconds())}s ago")
 
 
+def _check_serving_caches() -> Check:
+    # Never not-ready: without the channel a process answers from the database, correct but slower.
+    live, detail = invalidation_status()
+    return Check("flag_cache", True, ("answering from memory: " if live else "") + detail)
+
+
 def readiness_checks() -> list[Check]:
-    return [_check_database(), _check_redis(), _check_worker()]
+    return [_check_database(), _check_redis(), _check_worker(), _check_serving_caches()]

@@ -14,7 +14,6 @@ urlpatterns = [
     path("", include("ledger.urls")),
     path("", include("signals.urls")),
     path("", include("rollouts.urls")),
-    path("ofrep/", include("rollouts.ofrep_urls")),
     path("", include("incidents.urls")),
     path("api/incidents/", include("incidents.api_urls")),
     path("", include("leadership.urls")),

@@ -1,7 +1,10 @@
-"""Registered OFREP consumers and which flag-config revision each has been served."""
+"""Registered OFREP consumers and which flag-config revision each has been served.
+
+Serving processes gather what they served in memory; a worker task records it here in batches
+(rollouts.ofrep), never on the request path.
+"""
 
 import logging
-import time
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
@@ -16,21 +19,6 @@ from rollouts.services.convergence import flag_consumers_converged
 logger = logging.getLogger(__name__)
 
 EVALUATE_SCOPE = "flags:evaluate"
-# last_fetch_at is a liveness hint, not an audit trail: writing it on every evaluation would
-# turn the hottest read path into a write path.
-FETCH_WRITE_INTERVAL_SECONDS = 30.0
-# A token's consumer is looked up at most this often per process; a consumer registered in the
-# meantime starts being recorded at most this late.
-CONSUMER_LOOKUP_TTL_SECONDS = 5.0
-
-_held: dict[int, tuple[int, float]] = {}  # consumer id -> (revision known held, last write)
-_by_token: dict[int, tuple[int | None, float]] = {}  # token id -> (consumer id, looked up at)
-
-
-def consumer_caches_clear() -> None:
-    """Forget this process's memo of consumers (tests; a registration in this process)."""
-    _held.clear()
-    _by_token.clear()
 
 
 @transaction.atomic
@@ -57,45 +45,36 @@ def flag_consumer_register(
         actor_label=None if actor else "manage.py",
         payload={"name": name, "target": target.name, "token": token.prefix},
     )
-    _by_token.pop(token.pk, None)
     return consumer
 
 
-def flag_consumer_id_for_token(*, token_id: int) -> int | None:
-    """The consumer a token belongs to, memoized per process for a few seconds."""
-    now = time.monotonic()
-    cached = _by_token.get(token_id)
-    if cached is not None and now - cached[1] < CONSUMER_LOOKUP_TTL_SECONDS:
-        return cached[0]
-    consumer_id = (
-        FlagConsumer.objects.filter(token_id=token_id).values_list("pk", flat=True).first()
+def flag_consumers_fetched(*, fetches: dict[int, int]) -> None:
+    """A serving process's batch: token id -> newest flag-config revision it was served.
+
+    Tokens without a consumer are ignored; each consumer's last_fetch_at is touched, and its
+    held revision raised (see flag_consumer_fetch_record)."""
+    consumers = dict(
+        FlagConsumer.objects.filter(token_id__in=fetches).values_list("token_id", "pk")
     )
-    _by_token[token_id] = (consumer_id, now)
-    return consumer_id
+    if not consumers:
+        return
+    FlagConsumer.objects.filter(pk__in=consumers.values()).update(last_fetch_at=timezone.now())
+    for token_id, consumer_id in sorted(consumers.items()):
+        flag_consumer_fetch_record(consumer_id=consumer_id, revision=fetches[token_id])
 
 
 def flag_consumer_fetch_record(*, consumer_id: int, revision: int) -> bool:
     """Record that `consumer_id` was served flag-config `revision`; True if its held revision rose.
 
-    held_revision only ever increases, by a conditional UPDATE (no row lock held across the
-    request); last_fetch_at is written at most every FETCH_WRITE_INTERVAL_SECONDS per process.
-    Side effect: when the held revision rises, rollouts.services.convergence is told.
+    held_revision only ever increases, by a conditional UPDATE (no row lock held). When it rises,
+    rollouts.services.convergence is told.
     """
-    mono = time.monotonic()
-    known = _held.get(consumer_id)
-    fresh = known is not None and mono - known[1] < FETCH_WRITE_INTERVAL_SECONDS
-    if known is not None and revision <= known[0] and fresh:
-        return False
     now = timezone.now()
     increased = bool(
         FlagConsumer.objects.filter(pk=consumer_id, held_revision__lt=revision).update(
             held_revision=revision, held_since=now, last_fetch_at=now
         )
     )
-    if not increased and not fresh:
-        FlagConsumer.objects.filter(pk=consumer_id).update(last_fetch_at=now)
-    held = max(revision, known[0]) if known else revision
-    _held[consumer_id] = (held, mono if (increased or not fresh) else known[1])
     if increased:
         _converged(consumer_id)
     return increased
@@ -105,7 +84,7 @@ def _converged(consumer_id: int) -> None:
     try:
         flag_consumers_converged(consumer_id=consumer_id)
     except Exception:
-        # Serving flags must not fail because convergence bookkeeping did. held_revision is
-        # stored, so the next consumer in the target to catch up re-runs the check; a person
+        # One consumer's convergence check must not lose the rest of the batch. held_revision
+        # is stored, so the next consumer in the target to catch up re-runs the check; a person
         # can also confirm the target on the step page.
         logger.exception("convergence check failed for flag consumer %s", consumer_id)

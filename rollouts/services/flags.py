@@ -9,8 +9,10 @@ from django.db import transaction
 from django.db.models import Prefetch
 
 from core.errors import InvalidInput, NotFound, TransitionRefused
+from core.invalidation import invalidation_publish
 from ledger.services import ledger_append
 from live.broadcast import stream_touch
+from rollouts.flag_config import FLAGS_TOPIC
 from rollouts.models import (
     Deviation,
     Flag,
@@ -89,6 +91,7 @@ def _next_config_revision() -> int:
     head, _ = FlagConfigRevision.objects.select_for_update().get_or_create(pk=1)
     head.revision += 1
     head.save(update_fields=["revision"])
+    invalidation_publish(FLAGS_TOPIC, revision=head.revision)
     return head.revision
 
 

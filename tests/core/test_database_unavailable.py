@@ -21,16 +21,20 @@ def test_page__database_unavailable__503_with_retry_after():
     assert "busy or unreachable" in response.content.decode()
 
 
-def test_api__database_unavailable__503_json_with_retry_after(client, role_user):
-    client = Client(raise_request_exception=False)
-    client.force_login(role_user("tpm"))
+def test_ofrep__database_unavailable__503_json_with_retry_after():
+    from rollouts.ofrep import ofrep_app
+    from tests.asgi_client import AsgiClient
+    from tests.rollouts.flag_factories import token_make
+
     with mock.patch(
         "rollouts.ofrep.config_current", side_effect=OperationalError("the connection is closed")
     ):
-        response = client.post("/ofrep/v1/evaluate/flags", b"{}", content_type="application/json")
+        response = AsgiClient(ofrep_app).post(
+            "/ofrep/v1/evaluate/flags", b"{}", HTTP_AUTHORIZATION=f"Bearer {token_make()}"
+        )
     assert response.status_code == 503
     assert response["Retry-After"] == "5"
-    assert response.json() == {"error": "the database is busy or unreachable; retry shortly"}
+    assert response.json() == {"errorDetails": "the database is busy or unreachable; retry shortly"}
 
 
 def test_other_errors__still_500():

@@ -20,8 +20,10 @@ from core.http import BadBody, json_parse
 from incidents.models import Incident, TimelineEntry
 from incidents.services import incident_declare
 from rollouts.models import Step
+from rollouts.ofrep import ofrep_app
 from rollouts.services.plan_apply import plan_apply
 from signals.models import Sample
+from tests.asgi_client import AsgiClient
 from tests.factories import UserFactory
 from tests.rollouts.flag_factories import flag_make
 from tests.rollouts.plan_factories import plan_yaml, step_doc
@@ -72,6 +74,8 @@ def api():
 
 
 def _post(client, token: str, path: str, body: bytes):
+    if path.startswith("/ofrep/"):  # served ahead of Django
+        client = AsgiClient(ofrep_app)
     return client.post(
         path, body, content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {token}"
     )

@@ -82,8 +82,11 @@ def _worker_group(serve_pid: int) -> int:
     raise LookupError("no Celery worker under serve")
 
 
-def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, Message, str]:
-    request = urllib.request.Request(url, headers=headers or {})
+def _http(
+    url: str, headers: dict[str, str] | None = None, data: bytes | None = None
+) -> tuple[int, Message, str]:
+    """GET, or POST when there is `data`."""
+    request = urllib.request.Request(url, headers=headers or {}, data=data)
     try:
         with urllib.request.urlopen(request, timeout=15) as response:
             return response.status, response.headers, response.read().decode()
@@ -111,9 +114,10 @@ def test_postgres_refusing_connections_10s__web_and_worker_recover__breach_acted
             os.killpg(group, signal.SIGCONT)
         try:
             time.sleep(1.0)
-            status, headers, body = _get(
+            status, headers, body = _http(
                 server.base + "/ofrep/v1/evaluate/flags/new-login",
                 {"Authorization": "Bearer sw_not_checked_while_the_database_is_down"},
+                data=b"{}",
             )
             assert status == 503 and headers.get("Retry-After") == "5", (status, body[:300])
             time.sleep(OUTAGE - 1.0)
@@ -122,7 +126,7 @@ def test_postgres_refusing_connections_10s__web_and_worker_recover__breach_acted
         back = time.monotonic()
 
         while True:
-            status, _, body = _get(server.base + "/readyz")
+            status, _, body = _http(server.base + "/readyz")
             if json.loads(body)["checks"]["database"]["ok"]:
                 break
             assert time.monotonic() - back < 5, body

@@ -6,9 +6,10 @@ from django.core.management import CommandError, call_command
 from accounts.models import ApiToken
 from ledger.models import LedgerEntry
 from rollouts import ofrep
+from rollouts.flag_config import config_cache_clear
 from rollouts.models import FlagConsumer, Target
-from rollouts.services.consumers import consumer_caches_clear
 from rollouts.services.flags import flag_change, flag_revert
+from tests.asgi_client import AsgiClient
 from tests.rollouts.flag_factories import consumer_make, flag_make, token_make
 
 pytestmark = pytest.mark.django_db
@@ -19,11 +20,31 @@ BULK = "/ofrep/v1/evaluate/flags"
 @pytest.fixture(autouse=True)
 def _fresh_process_caches():
     # Each test rolls the database back, so revision numbers repeat with different flags.
-    ofrep.config_cache_clear()
-    consumer_caches_clear()
+    config_cache_clear()
+    ofrep._fetches.take()  # another test's tokens
     yield
-    ofrep.config_cache_clear()
-    consumer_caches_clear()
+    config_cache_clear()
+
+
+@pytest.fixture
+def client():
+    """OFREP is served ahead of Django: requests go to its ASGI application."""
+    return AsgiClient(ofrep.ofrep_app)
+
+
+@pytest.fixture
+def recorded(settings):
+    """Run the worker task that records what consumers were served, as the flusher would."""
+    from stepwise.celery import app
+
+    def flush():
+        app.conf.task_always_eager = True
+        try:
+            ofrep.fetches_flush()
+        finally:
+            app.conf.task_always_eager = False
+
+    return flush
 
 
 def _post(client, path, body, token, **headers):
@@ -200,31 +221,39 @@ def test_evaluate_flag__revert__the_very_next_request_sees_it(client):
     assert after["metadata"] == {"revision": 4, "version": 4}
 
 
-def test_evaluate_flags__registered_consumer__held_revision_follows_200_and_304(client):
+def test_evaluate_flags__registered_consumer__held_revision_follows_200_and_304(
+    client, recorded
+):
     flag_make("f", enabled=True, rollout_percentage=100)
     consumer, raw = consumer_make()
     response = _post(client, BULK, {"context": {}}, raw)
+    consumer.refresh_from_db()
+    assert consumer.held_revision == 0  # recorded by a worker, off the request path
+    recorded()
     consumer.refresh_from_db()
     assert consumer.held_revision == response.json()["metadata"]["revision"] == 2
     assert consumer.last_fetch_at is not None
 
     flag_change(flag_key="f", changes={"enabled": False}, actor=None, reason="x", source="api")
-    consumer_caches_clear()
     etag = _post(client, BULK, {"context": {}}, token_make(name="someone-else"))["ETag"]
+    recorded()
     consumer.refresh_from_db()
     assert consumer.held_revision == 2  # another token's fetch does not count for this consumer
     assert _post(client, BULK, {"context": {}}, raw, HTTP_IF_NONE_MATCH=etag).status_code == 304
+    recorded()
     consumer.refresh_from_db()
     assert consumer.held_revision == 3
 
 
-def test_evaluate_flag__registered_consumer__single_evaluation_counts_too(client):
+def test_evaluate_flag__registered_consumer__single_evaluation_counts_too(client, recorded):
     flag_make("f", enabled=True, rollout_percentage=100)
     consumer, raw = consumer_make()
     assert _post(client, f"{BULK}/ghost", {}, raw).status_code == 404
+    recorded()
     consumer.refresh_from_db()
     assert consumer.held_revision == 0
     _post(client, f"{BULK}/f", {}, raw)
+    recorded()
     consumer.refresh_from_db()
     assert consumer.held_revision == 2
 
@@ -234,7 +263,6 @@ def test_flag_consumer_fetch_record__older_revision__never_lowers_held(client):
 
     consumer, _ = consumer_make()
     assert flag_consumer_fetch_record(consumer_id=consumer.pk, revision=7) is True
-    consumer_caches_clear()  # as if another process served the older revision
     assert flag_consumer_fetch_record(consumer_id=consumer.pk, revision=5) is False
     consumer.refresh_from_db()
     assert consumer.held_revision == 7

@@ -7,20 +7,12 @@ from ledger.models import LedgerEntry
 from live.models import StreamEvent
 from rollouts.models import Target
 from rollouts.services.consumers import (
-    consumer_caches_clear,
     flag_consumer_fetch_record,
     flag_consumer_register,
 )
 from rollouts.services.steps import step_transition
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _fresh_consumer_memo():
-    consumer_caches_clear()
-    yield
-    consumer_caches_clear()
 
 
 def _consumer(user, name: str, target: str):
