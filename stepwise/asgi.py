@@ -1,4 +1,5 @@
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from django.core.asgi import get_asgi_application
@@ -38,9 +39,23 @@ if problems := _demo_passwords_problems():
 
     raise ImproperlyConfigured("; ".join(f"{p.msg} ({p.hint})" for p in problems))
 
-serving_start()
+
+async def lifespan(scope: dict, receive: Callable, send: Callable) -> None:
+    """A server's startup (uvicorn sends it; a test's communicator does not): only a serving
+    process listens for flag and token changes and trusts its memory."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            serving_start()
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
 application = ProtocolTypeRouter(
     {
+        "lifespan": lifespan,
         # OFREP ahead of Django's handler: a flag evaluation is answered from memory.
         "http": ofrep_route(django_asgi_app),
         "websocket": AllowedHostsOriginValidator(
