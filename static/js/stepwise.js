@@ -17,6 +17,59 @@
     });
   }
   document.addEventListener("DOMContentLoaded", function () { drawCharts(document); });
+
+  // The field a page is for takes the focus without scrolling the page past its header (the
+  // console's title, severity and status must be the first thing a paged commander sees).
+  document.addEventListener("DOMContentLoaded", function () {
+    var field = document.querySelector("[data-focus-on-load]");
+    if (field) field.focus({ preventScroll: true });
+  });
+
+  // Every htmx form shows it is working: its buttons are disabled while the request is in flight
+  // (a second click cannot post twice). A request that failed says so next to the form, with the
+  // typed text kept to send again.
+  function formOf(event) {
+    var elt = event.detail.elt;
+    return elt instanceof HTMLFormElement ? elt : elt.closest ? elt.closest("form") : null;
+  }
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    var form = formOf(event);
+    if (!form) return;
+    form.setAttribute("aria-busy", "true");
+    form.querySelectorAll("button:not([disabled])").forEach(function (button) {
+      button.disabled = true;
+      button.dataset.busyDisabled = "1";
+    });
+    var failed = form.nextElementSibling;
+    if (failed && failed.classList.contains("send-failed")) failed.remove();
+  });
+  document.addEventListener("htmx:afterRequest", function (event) {
+    var form = formOf(event);
+    if (!form) return;
+    form.removeAttribute("aria-busy");
+    form.querySelectorAll("button[data-busy-disabled]").forEach(function (button) {
+      button.disabled = false;
+      delete button.dataset.busyDisabled;
+    });
+  });
+  function sendFailed(event, why) {
+    var form = formOf(event);
+    if (!form) return;
+    var note = document.createElement("p");
+    note.className = "error send-failed";
+    note.setAttribute("role", "alert");
+    note.dataset.testid = "send-failed";
+    note.textContent = why + ": press the button again to retry (what you typed is kept).";
+    form.insertAdjacentElement("afterend", note);
+    note.scrollIntoView({ block: "nearest" });
+  }
+  document.addEventListener("htmx:sendError", function (event) {
+    sendFailed(event, "Not sent: the server did not answer (offline or restarting)");
+  });
+  document.addEventListener("htmx:responseError", function (event) {
+    var status = event.detail.xhr ? event.detail.xhr.status : 0;
+    if (status >= 500) sendFailed(event, "Failed: the server answered " + status);
+  });
   document.addEventListener("htmx:load", function (event) { drawCharts(event.detail.elt); });
 
   // A form posted with htmx: after a success (and no refusal in the answer) it resets, or clears
