@@ -50,7 +50,8 @@ def _crawl(page) -> list[str]:
     return pages
 
 
-@pytest.mark.parametrize("role", ["tpm", "commander", "viewer"])
+# tpm and commander see every control a viewer sees, and more.
+@pytest.mark.parametrize("role", ["tpm", "commander"])
 def test_phone__every_page_for_a_role__never_scrolls_sideways(browser, stepwise_server, role):
     context = browser.new_context(base_url=stepwise_server, viewport=PHONE)
     context.set_default_timeout(15_000)
