@@ -26,6 +26,7 @@ RECONNECT_SECONDS = 0.5
 # Between messages the listener asks each topic's `check` this often: a publish lost on its way
 # (Redis restarted between commit and publish) is noticed this late at worst.
 CHECK_SECONDS = 1.0
+CHECK_BACKOFF_SECONDS = 10.0
 
 Forget = Callable[[dict[str, Any]], None]
 
@@ -117,15 +118,19 @@ def _announce(topic: str, facts: dict[str, Any]) -> None:
         logger.warning("could not announce a %s change on Redis", topic, exc_info=True)
 
 
-def _run_checks() -> None:
-    for check in _checks:
-        try:
+def _run_checks() -> bool:
+    """Run each topic's check; False when one failed (the database may be down)."""
+    try:
+        for check in _checks:
             check()
-        except Exception:
-            # The database may be down: what is held stays served (nothing can change it while
-            # the database is down); this thread's connection is dropped, to reconnect later.
-            logger.warning("invalidation check failed", exc_info=True)
-            connections.close_all()
+        return True
+    except Exception:
+        # What is held stays served: nothing can change it while the database is down.
+        logger.warning("invalidation check failed", exc_info=True)
+        return False
+    finally:
+        # Never keep one of the request threads' pooled connections in this thread.
+        connections.close_all()
 
 
 def _listen_forever() -> None:
@@ -155,15 +160,18 @@ def _listen() -> None:
                 raise TimeoutError("no subscription confirmation from Redis")
         _forget_all()
         _set(True, "listening for flag and token changes on Redis pub/sub")
-        checked = time.monotonic()
+        check_at = time.monotonic() + CHECK_SECONDS
         while not _stopping.is_set():
             message = pubsub.get_message(timeout=CHECK_SECONDS)
             if message is not None and message["type"] == "message":
                 facts = json.loads(message["data"])
                 _forget(facts.pop("topic"), facts)
-            if time.monotonic() - checked >= CHECK_SECONDS:
-                checked = time.monotonic()
-                _run_checks()
+            if time.monotonic() >= check_at:
+                # After a failure, wait longer: retries every second would push the database
+                # pool's reconnection backoff further out, and slow its recovery.
+                check_at = time.monotonic() + (
+                    CHECK_SECONDS if _run_checks() else CHECK_BACKOFF_SECONDS
+                )
     finally:
         _set(False, "notification channel lost; checking the database per request")
         pubsub.close()
