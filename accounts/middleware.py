@@ -4,8 +4,11 @@ from django.contrib.auth.middleware import LoginRequiredMiddleware
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from accounts.services import api_token_authenticate
+from core.http import api_unauthorized
 
 API_PREFIXES = ("/api/", "/ofrep/")
+# Served to anyone: the description of the API, not its data.
+PUBLIC_API_PATHS = ("/api/schema",)
 
 
 def presented_token(request: HttpRequest) -> str | None:
@@ -16,12 +19,14 @@ def presented_token(request: HttpRequest) -> str | None:
 
 
 class ApiTokenMiddleware:
-    """Authenticate `Authorization: Bearer …` / `X-API-Key` requests as the token's user.
+    """On the API paths, authenticate `Authorization: Bearer …` / `X-API-Key` as the token's user,
+    and nothing else: a browser session is never read there, so no API depends on CSRF, and a
+    revoked machine credential can never ride along on a cookie. Missing or bad tokens get 401
+    with a `WWW-Authenticate` challenge before any view (or the CSRF check) runs.
 
-    A presented but invalid token is refused outright rather than falling back to the session,
-    so a revoked machine credential can never ride along on a browser cookie. Tokens are read on
-    the API paths only: there each endpoint checks the token's scope, while pages check only the
-    user's role, so a token scoped to ingest metrics must not reach a page that kills a plan.
+    Tokens are refused on pages: there only the user's role is checked, while each API endpoint
+    also checks the token's scope, so a token scoped to ingest metrics must not reach a page that
+    kills a plan.
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
@@ -30,21 +35,27 @@ class ApiTokenMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         request.api_token = None
         raw = presented_token(request)
-        if raw is not None:
-            if not request.path.startswith(API_PREFIXES):
-                return JsonResponse(
-                    {
-                        "error": "API tokens are accepted on "
-                        f"{' and '.join(API_PREFIXES)} only; pages need a login"
-                    },
-                    status=403,
+        on_api = request.path.startswith(API_PREFIXES)
+        if raw is not None and not on_api:
+            return JsonResponse(
+                {
+                    "error": "API tokens are accepted on "
+                    f"{' and '.join(API_PREFIXES)} only; pages need a login"
+                },
+                status=403,
+            )
+        if on_api and request.path not in PUBLIC_API_PATHS:
+            if raw is None:
+                return api_unauthorized(
+                    "authentication required: send an API token (Authorization: Bearer sw_...); "
+                    "the API does not accept a browser session"
                 )
             token = api_token_authenticate(raw=raw)
             if token is None:
-                return JsonResponse({"error": "invalid, expired or revoked API token"}, status=401)
+                return api_unauthorized("invalid, expired or revoked API token", invalid_token=True)
             request.user = token.user
             request.api_token = token
-            # Bearer tokens are not sent by browsers on their own, so CSRF does not apply.
+            # The session was not read and bearer tokens are not sent by browsers on their own.
             request._dont_enforce_csrf_checks = True
         return self.get_response(request)
 
@@ -59,7 +70,5 @@ class LoginOrTokenRequiredMiddleware(LoginRequiredMiddleware):
 
     def handle_no_permission(self, request: HttpRequest, view_func: Callable) -> HttpResponse:
         if request.path.startswith(API_PREFIXES):
-            return JsonResponse(
-                {"error": "authentication required: log in or send an API token"}, status=401
-            )
+            return api_unauthorized("authentication required: send an API token")
         return super().handle_no_permission(request, view_func)

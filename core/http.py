@@ -3,6 +3,7 @@ API guard; one way a refusal becomes a status; one way a form calls a service.""
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import wraps
 from typing import Any
 
@@ -11,6 +12,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.csrf import csrf_exempt
 
 from core.errors import InvalidInput, TransitionRefused, refusal_status
 from core.text import unsafe_text
@@ -81,22 +83,52 @@ def access_refusal(user: Any, token: Any, *, scope: str, permission: str) -> str
     return None
 
 
-def api_endpoint(*, scope: str, permission: str) -> Callable:
-    """Guard an API view: a token needs `scope`; a logged-in user needs `permission`.
+def api_unauthorized(reason: str, *, invalid_token: bool = False) -> JsonResponse:
+    """401 with the challenge RFC 6750 asks for, so a client knows a bearer token is expected."""
+    response = JsonResponse({"error": reason}, status=401)
+    challenge = 'Bearer realm="stepwise"'
+    response["WWW-Authenticate"] = (
+        f'{challenge}, error="invalid_token"' if invalid_token else challenge
+    )
+    return response
 
-    Session callers keep CSRF protection (the view is not exempted for them); token callers are
-    exempted by the token middleware.
-    """
+
+@dataclass(frozen=True)
+class ApiAccess:
+    """What one API endpoint accepts: read by the guard, the OpenAPI check and the route walk."""
+
+    method: str
+    scope: str
+    permission: str
+
+
+def api_endpoint(*, method: str, scope: str, permission: str) -> Callable:
+    """Guard an API view: one HTTP method; the caller's token needs `scope`, its user
+    `permission`. API views never read the session (the token middleware answers 401 before a
+    view without a token runs), so they are CSRF-exempt by construction."""
+    access = ApiAccess(method=method, scope=scope, permission=permission)
 
     def decorator(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        @csrf_exempt
         @wraps(view)
         def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if request.method != method:
+                response = JsonResponse(
+                    {"error": f"method {request.method} is not allowed here: use {method}"},
+                    status=405,
+                )
+                response["Allow"] = method
+                return response
             token = getattr(request, "api_token", None)
             refusal = access_refusal(request.user, token, scope=scope, permission=permission)
             if refusal:
-                return JsonResponse({"error": refusal}, status=403)
+                return JsonResponse(
+                    {"error": refusal, "required": {"scope": scope, "permission": permission}},
+                    status=403,
+                )
             return view(request, *args, **kwargs)
 
+        wrapped.api_access = access
         return wrapped
 
     return decorator

@@ -8,7 +8,6 @@ from typing import Any
 
 from django.http import HttpRequest, JsonResponse
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_POST
 
 from core.errors import InvalidInput, TransitionRefused
 from core.http import (
@@ -87,8 +86,7 @@ def _incident_url(incident_id: int) -> str:
     return reverse("incident-console", kwargs={"incident_id": incident_id})
 
 
-@require_POST
-@api_endpoint(scope=SCOPE, permission="incidents.narrate")
+@api_endpoint(method="POST", scope=SCOPE, permission="incidents.narrate")
 @_refusals_answered
 def alertmanager_webhook(request: HttpRequest) -> JsonResponse:
     """Alertmanager's webhook receiver (docs/alertmanager.md): 202 with what was done."""
@@ -130,8 +128,7 @@ def _text(body: dict[str, Any], name: str, *, required: bool = False) -> str:
     return value.strip()
 
 
-@require_POST
-@api_endpoint(scope=SCOPE, permission="incidents.narrate")
+@api_endpoint(method="POST", scope=SCOPE, permission="incidents.narrate")
 @_refusals_answered
 def incident_declare_api(request: HttpRequest) -> JsonResponse:
     """POST {title, severity, summary?, services?, plans?, flags?} -> 201 {id, url}."""
@@ -152,8 +149,7 @@ def incident_declare_api(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"id": incident.pk, "url": _incident_url(incident.pk)}, status=201)
 
 
-@require_GET
-@api_endpoint(scope=SCOPE, permission="incidents.view_incident")
+@api_endpoint(method="GET", scope=SCOPE, permission="incidents.view_incident")
 def incident_detail_api(request: HttpRequest, incident_id: int) -> JsonResponse:
     """The incident with its timeline, open hypothesis, change in progress and alerts."""
     incident = Incident.objects.filter(pk=incident_id).first()
@@ -179,8 +175,7 @@ def incident_detail_api(request: HttpRequest, incident_id: int) -> JsonResponse:
     )
 
 
-@require_POST
-@api_endpoint(scope=SCOPE, permission="incidents.narrate")
+@api_endpoint(method="POST", scope=SCOPE, permission="incidents.narrate")
 @_refusals_answered
 def narration_api(request: HttpRequest, incident_id: int) -> JsonResponse:
     """POST {text, corrects?: seq} -> 201 with the new timeline entry."""
@@ -212,8 +207,7 @@ def narration_api(request: HttpRequest, incident_id: int) -> JsonResponse:
     )
 
 
-@require_POST
-@api_endpoint(scope=SCOPE, permission="incidents.command")
+@api_endpoint(method="POST", scope=SCOPE, permission="incidents.command")
 @_refusals_answered
 def triage_api(request: HttpRequest, incident_id: int) -> JsonResponse:
     """POST {severity, services?, reason?} -> 200 with the incident: re-grade it, as the console's
@@ -248,8 +242,7 @@ def _change_dict(change: Change) -> dict[str, Any]:
     }
 
 
-@require_POST
-@api_endpoint(scope=SCOPE, permission="rollouts.flip_flag")
+@api_endpoint(method="POST", scope=SCOPE, permission="rollouts.flip_flag")
 @_refusals_answered
 def flag_revert_api(request: HttpRequest, incident_id: int) -> JsonResponse:
     """POST {flag, seen_version, expected_effect?} -> 201 with the change it started: the

@@ -186,3 +186,11 @@ def _entry_dict(entry: TimelineEntry) -> dict[str, Any]:
         "at": entry.created_at.isoformat(),
         "corrects": entry.corrects.seq if entry.corrects else None,
     }
+
+
+def incident_id_for_reference(reference: str) -> int | None:
+    """The id `INC-12` (any case) names, when that incident exists."""
+    prefix, _, number = reference.strip().upper().partition("INC-")
+    if prefix or not number.isdigit():
+        return None
+    return Incident.objects.filter(pk=int(number)).values_list("pk", flat=True).first()

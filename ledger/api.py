@@ -1,5 +1,4 @@
 from django.http import HttpRequest, JsonResponse
-from django.views.decorators.http import require_GET
 
 from core.http import api_endpoint
 from ledger.forms import LedgerFilterForm
@@ -24,8 +23,7 @@ def entry_json(entry: LedgerEntry) -> dict:
     }
 
 
-@require_GET
-@api_endpoint(scope="ledger:read", permission="ledger.view_ledgerentry")
+@api_endpoint(method="GET", scope="ledger:read", permission="ledger.view_ledgerentry")
 def ledger_entries(request: HttpRequest) -> JsonResponse:
     form = LedgerFilterForm(request.GET)
     if not form.is_valid():
@@ -43,8 +41,7 @@ def ledger_entries(request: HttpRequest) -> JsonResponse:
     )
 
 
-@require_GET
-@api_endpoint(scope="ledger:read", permission="ledger.view_ledgerentry")
+@api_endpoint(method="GET", scope="ledger:read", permission="ledger.view_ledgerentry")
 def ledger_chain(request: HttpRequest) -> JsonResponse:
     report = ledger_verify()
     body = {"ok": report.ok, "checked": report.checked}

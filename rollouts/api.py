@@ -1,5 +1,4 @@
 from django.http import HttpRequest, JsonResponse
-from django.views.decorators.http import require_POST
 
 from core.errors import InvalidInput, TransitionRefused
 from core.http import BadBody, api_endpoint, json_object_body, refusal_response
@@ -8,8 +7,7 @@ from rollouts.services.deviations import deploy_report
 from rollouts.services.steps import step_transition
 
 
-@require_POST
-@api_endpoint(scope="deploys:write", permission="rollouts.view_step")
+@api_endpoint(method="POST", scope="deploys:write", permission="rollouts.view_step")
 def deploy_webhook(request: HttpRequest) -> JsonResponse:
     """POST {"service", "version", "target"}: confirms a running deploy step's target, or records a deviation."""
     try:
@@ -28,8 +26,7 @@ def deploy_webhook(request: HttpRequest) -> JsonResponse:
     return JsonResponse(outcome, status=202)
 
 
-@require_POST
-@api_endpoint(scope="plans:write", permission="rollouts.manage_plan")
+@api_endpoint(method="POST", scope="plans:write", permission="rollouts.manage_plan")
 def step_action(request: HttpRequest, step_id: int) -> JsonResponse:
     try:
         body = json_object_body(request)

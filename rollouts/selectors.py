@@ -639,3 +639,15 @@ def plan_decisions_markdown(*, plan: Plan, base_url: str = "") -> str:
     if not rows:
         lines += ["", "No decisions recorded yet."]
     return "\n".join(lines) + "\n"
+
+
+def plan_id_for_key(key: str) -> int | None:
+    return Plan.objects.filter(key=key).values_list("pk", flat=True).first()
+
+
+def step_id_for_key(reference: str) -> int | None:
+    """The id of the step `plan-key/step-key` names."""
+    plan_key, _, step_key = reference.partition("/")
+    return (
+        Step.objects.filter(plan__key=plan_key, key=step_key).values_list("pk", flat=True).first()
+    )

@@ -1,12 +1,10 @@
 from django.http import HttpRequest, JsonResponse
-from django.views.decorators.http import require_POST
 
 from core.http import BadBody, api_endpoint, json_body
 from signals.services import MAX_BATCH, IngestInvalid, IngestTooLarge, samples_ingest
 
 
-@require_POST
-@api_endpoint(scope="metrics:write", permission="signals.add_sample")
+@api_endpoint(method="POST", scope="metrics:write", permission="signals.add_sample")
 def metrics_ingest(request: HttpRequest) -> JsonResponse:
     """Ingest a batch of samples (format: docs/metrics-ingest.md). All or nothing."""
     try:

@@ -44,8 +44,6 @@ ALLOWED_HOSTS = [
 ]
 if PRODUCTION and not ALLOWED_HOSTS:
     raise ImproperlyConfigured("DJANGO_ALLOWED_HOSTS must be set when STEPWISE_ENV=production")
-# API clients get a JSON answer when a POST without a token reaches the CSRF check.
-CSRF_FAILURE_VIEW = "stepwise.views.csrf_failure"
 CSRF_TRUSTED_ORIGINS = [
     o.strip() for o in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()
 ]

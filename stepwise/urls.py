@@ -11,6 +11,7 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
+    path("api/schema", views.api_schema, name="api-schema"),
     path("", include("ledger.urls")),
     path("", include("signals.urls")),
     path("", include("rollouts.urls")),

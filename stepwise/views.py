@@ -1,10 +1,13 @@
+import functools
 import sys
+from pathlib import Path
+from typing import Any
 
+import yaml
 from django.contrib.auth.decorators import login_not_required
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.loader import render_to_string
-from django.views import csrf as csrf_views
 from django.views import defaults
 from django.views.decorators.cache import never_cache
 
@@ -16,6 +19,25 @@ from stepwise.health import readiness_checks
 @never_cache
 def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
+
+
+OPENAPI_DOCUMENT = Path(__file__).with_name("openapi.yaml")
+
+
+@functools.cache
+def openapi_document() -> dict[str, Any]:
+    """The JSON API's OpenAPI 3.1 description (stepwise/openapi.yaml), checked against the real
+    routes by tests/core/test_api_contract.py."""
+    return yaml.safe_load(OPENAPI_DOCUMENT.read_text())
+
+
+@login_not_required
+def api_schema(request: HttpRequest) -> JsonResponse:
+    if request.method not in ("GET", "HEAD"):
+        response = JsonResponse({"error": "method not allowed here: use GET"}, status=405)
+        response["Allow"] = "GET"
+        return response
+    return JsonResponse(openapi_document())
 
 
 @login_not_required
@@ -85,19 +107,3 @@ def server_error(request: HttpRequest) -> HttpResponse:
     if _api(request):
         return JsonResponse({"error": "internal error: it was logged"}, status=500)
     return defaults.server_error(request)
-
-
-@login_not_required
-def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
-    """A POST to an API without a token reaches the CSRF check first (it runs before the token
-    middleware): answer as the API would, 401 when nobody is signed in."""
-    if _api(request):
-        if not request.user.is_authenticated:
-            return JsonResponse(
-                {
-                    "error": "authentication required: send an API token (Authorization: Bearer sw_...)"
-                },
-                status=401,
-            )
-        return JsonResponse({"error": f"CSRF check failed: {reason}"}, status=403)
-    return csrf_views.csrf_failure(request, reason=reason)

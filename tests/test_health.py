@@ -127,9 +127,11 @@ def test_api_post_without_token__401_json_not_the_csrf_page(db):
 
 
 def test_api_forbidden_and_unknown__json_with_the_reason(client, role_user, settings):
+    from accounts.services import api_token_create
+
     settings.DEBUG = False
-    client.force_login(role_user("viewer"))
-    missing = client.get("/api/no-such-thing")
+    _, raw = api_token_create(user=role_user("viewer"), name="t", scopes=["ledger:read"])
+    missing = client.get("/api/no-such-thing", HTTP_AUTHORIZATION=f"Bearer {raw}")
     assert missing.status_code == 404 and "no such endpoint" in missing.json()["error"]
 
 

@@ -96,11 +96,43 @@ def test_api_token__expired__refused(client, role_user):
     assert client.get("/api/ledger", HTTP_AUTHORIZATION=f"Bearer {raw}").status_code == 401
 
 
-def test_api_ledger__bad_filter__400_with_field_reason(client, role_user):
-    client.force_login(role_user("viewer"))
-    response = client.get("/api/ledger?plan=abc")
+def _ledger_reader(role_user) -> dict[str, str]:
+    _, raw = api_token_create(user=role_user("viewer"), name="reader", scopes=["ledger:read"])
+    return {"HTTP_AUTHORIZATION": f"Bearer {raw}"}
+
+
+def test_api_ledger__unknown_plan_key__400_with_field_reason(client, role_user):
+    response = client.get("/api/ledger?plan=abc", **_ledger_reader(role_user))
     assert response.status_code == 400
-    assert "plan" in response.json()["fields"]
+    assert "no plan is called 'abc'" in str(response.json()["fields"]["plan"])
+
+
+def test_api_ledger__filters_by_keys__plan_key_step_key_and_incident_number(client, role_user):
+    from incidents.services import incident_declare
+    from ledger.services import ledger_append
+    from rollouts.services.plan_apply import plan_apply
+    from tests.rollouts.plan_factories import plan_yaml, step_doc
+
+    tpm = role_user("tpm")
+    plan = plan_apply(text=plan_yaml(step_doc("deploy-a"), key="checkout-v2"), actor=tpm).plan
+    step = plan.steps.get()
+    incident = incident_declare(title="keys", severity=3, actor=role_user("commander"))
+    ledger_append(action="probe.step", subject_type="t", plan_id=plan.pk, step_id=step.pk)
+    auth = _ledger_reader(role_user)
+
+    def actions(query: str) -> set[str]:
+        response = client.get(f"/api/ledger?{query}", **auth)
+        assert response.status_code == 200, response.content
+        return {e["action"] for e in response.json()["entries"]}
+
+    assert "probe.step" in actions("plan=checkout-v2")
+    assert actions("plan=checkout-v2") == actions(f"plan={plan.pk}")
+    assert actions("step=checkout-v2/deploy-a") == {"probe.step"}
+    assert "incident.declared" in actions(f"incident=INC-{incident.pk}")
+    assert actions(f"incident=inc-{incident.pk}") == actions(f"incident={incident.pk}")
+    missing = client.get("/api/ledger?step=checkout-v2/nope&incident=INC-999", **auth)
+    assert missing.status_code == 400
+    assert set(missing.json()["fields"]) == {"step", "incident"}
 
 
 def test_api_ledger_verify__tampered__409_naming_entry(client, role_user):
@@ -108,16 +140,17 @@ def test_api_ledger_verify__tampered__409_naming_entry(client, role_user):
 
     from ledger.services import ledger_append
 
-    client.force_login(role_user("viewer"))
+    auth = _ledger_reader(role_user)
     ledger_append(action="a.b", subject_type="t")
-    assert client.get("/api/ledger/verify").json() == {"ok": True, "checked": 1}
+    checked = LedgerEntry.objects.count()
+    assert client.get("/api/ledger/verify", **auth).json() == {"ok": True, "checked": checked}
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute("SET session_replication_role = replica")
         cursor.execute("UPDATE ledger_ledgerentry SET action = 'c.d'")
         if connection.vendor == "postgresql":
             cursor.execute("SET session_replication_role = DEFAULT")
-    response = client.get("/api/ledger/verify")
+    response = client.get("/api/ledger/verify", **auth)
     assert response.status_code == 409
     assert response.json()["first_break"]["seq"] == 1
 

@@ -135,17 +135,20 @@ def test_incident_declare_api__viewer__403(client, viewer):
     response = post(client, DECLARE, {"title": "t", "severity": 2}, token_for(viewer))
 
     assert response.status_code == 403
-    assert response.json() == {"error": "dee lacks permission incidents.narrate"}
+    assert response.json()["error"] == "dee lacks permission incidents.narrate"
     assert Incident.objects.count() == 0
 
 
-def test_incident_declare_api__logged_in_session__declared_as_that_user(client, responder):
+def test_incident_declare_api__logged_in_session_without_token__401_nothing_declared(
+    client, responder
+):
     client.force_login(responder)
 
     response = post(client, DECLARE, {"title": "from the browser", "severity": 3}, None)
 
-    assert response.status_code == 201
-    assert Incident.objects.get().declared_by == responder
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"].startswith("Bearer")
+    assert Incident.objects.count() == 0
 
 
 # --- read -----------------------------------------------------------------------------------------
