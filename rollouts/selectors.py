@@ -18,6 +18,7 @@ from rollouts.models import (
     Assumption,
     Decision,
     Deviation,
+    Evaluation,
     Flag,
     FlagConsumer,
     FlagVersion,
@@ -198,6 +199,35 @@ def step_actions(*, step: Step) -> dict[str, Any]:
     }
 
 
+def plan_pause(plan: Plan) -> dict[str, Any] | None:
+    """Why a paused plan is paused: since when, by whom, the reason, and the evaluation whose
+    conclusion paused it (when a verification did), read from the ledger entry that paused it."""
+    if plan.status != Plan.Status.PAUSED:
+        return None
+    entry = (
+        LedgerEntry.objects.filter(
+            plan_id=plan.pk, action="plan.paused", subject_type="rollouts.plan"
+        )
+        .order_by("-seq")
+        .first()
+    )
+    if entry is None:
+        return None
+    evaluation_id = entry.payload.get("evaluation")
+    evaluation = (
+        Evaluation.objects.select_related("verification__step").filter(pk=evaluation_id).first()
+        if evaluation_id
+        else None
+    )
+    return {
+        "since": entry.created_at,
+        "by": entry.actor_label,
+        "reason": entry.payload.get("reason", ""),
+        "evaluation": evaluation,
+        "evaluation_url": _evaluation_url(plan, evaluation) if evaluation else "",
+    }
+
+
 def plan_live_context(*, plan_id: int) -> dict[str, Any]:
     """What the live parts of the plan page show: status, steps with their disabled reasons, deviations."""
     plan = Plan.objects.get(pk=plan_id)
@@ -230,6 +260,7 @@ def plan_live_context(*, plan_id: int) -> dict[str, Any]:
     )
     return {
         "plan": plan,
+        "pause": plan_pause(plan),
         "rows": rows,
         "deviations": deviations,
         "graph": graph,

@@ -372,11 +372,17 @@ def _act(verification: Verification, step: Step, evaluation: Evaluation) -> str:
     cause = f"verification {verification.pk} #{evaluation.sequence}: {evaluation.reason}"
     try:
         if verification.status == Verification.Status.FAILED:
-            return _on_fail(verification, step, cause)
+            return _on_fail(verification, step, cause, evaluation)
         if verification.status in {Verification.Status.ERROR, Verification.Status.INCONCLUSIVE}:
             why = f"{step.key}: verification {verification.status} ({verification.conclusion})"
             if step.plan.status == Plan.Status.ACTIVE:
-                plan_transition(plan_id=step.plan_id, action="pause", actor=None, reason=why)
+                plan_transition(
+                    plan_id=step.plan_id,
+                    action="pause",
+                    actor=None,
+                    reason=why,
+                    evaluation_id=evaluation.pk,
+                )
                 return f"paused the plan: {why}"
             return f"plan is {step.plan.status}; nothing to pause"
         return _advance_when_partners_verified(step)
@@ -384,7 +390,7 @@ def _act(verification: Verification, step: Step, evaluation: Evaluation) -> str:
         return f"could not act: {exc}"
 
 
-def _on_fail(verification: Verification, step: Step, cause: str) -> str:
+def _on_fail(verification: Verification, step: Step, cause: str, evaluation: Evaluation) -> str:
     action = verification.on_fail
     if action == Step.OnFail.RESTORE_PREVIOUS_FLAG:
         step_transition(step_id=step.pk, action="revert", actor=None, reason=cause)
@@ -418,7 +424,13 @@ def _on_fail(verification: Verification, step: Step, cause: str) -> str:
     if action == Step.OnFail.PAUSE_PLAN:
         plan = Plan.objects.get(pk=step.plan_id)
         if plan.status == Plan.Status.ACTIVE:
-            plan_transition(plan_id=plan.pk, action="pause", actor=None, reason=cause)
+            plan_transition(
+                plan_id=plan.pk,
+                action="pause",
+                actor=None,
+                reason=cause,
+                evaluation_id=evaluation.pk,
+            )
         return "failed the step and paused the plan"
     _page(verification, step, cause)
     return "failed the step and paged its owners"

@@ -123,7 +123,13 @@ def _complete_plan_if_finished(plan: Plan, steps: dict[int, Step]) -> None:
 
 
 def _plan_set_status(
-    plan: Plan, status: str, *, actor: Any, reason: str, decision_id: int | None = None
+    plan: Plan,
+    status: str,
+    *,
+    actor: Any,
+    reason: str,
+    decision_id: int | None = None,
+    evaluation_id: int | None = None,
 ) -> None:
     if status not in Plan.TRANSITIONS[plan.status]:
         raise TransitionRefused(f"plan {plan.key} is {plan.status}; it cannot become {status}")
@@ -139,6 +145,7 @@ def _plan_set_status(
             "to": status,
             **({"reason": reason} if reason else {}),
             **({"decision": decision_id} if decision_id else {}),
+            **({"evaluation": evaluation_id} if evaluation_id else {}),
         },
         plan_id=plan.pk,
     )
@@ -357,8 +364,10 @@ def plan_transition(
     actor: AbstractBaseUser | None,
     reason: str = "",
     decision_id: int | None = None,
+    evaluation_id: int | None = None,
 ) -> Plan:
-    """activate / pause / resume / kill. Killing or pausing starts nothing further; killing also
+    """activate / pause / resume / kill. `evaluation_id` names the evaluation whose conclusion
+    paused the plan, so the plan page can show the evidence and not only the words. Killing or pausing starts nothing further; killing also
     cancels the verifications still running, so no verdict acts on a killed plan's steps (the
     steps stay as they are: reverting them is a separate call). A kill is a call on the record:
     only `decision_record` makes one, passing its `decision_id`."""
@@ -377,7 +386,12 @@ def plan_transition(
     if action in {"kill", "pause"} and not reason.strip():
         raise InvalidInput(f"say why you {action} the plan")
     _plan_set_status(
-        plan, PLAN_ACTIONS[action], actor=actor, reason=reason, decision_id=decision_id
+        plan,
+        PLAN_ACTIONS[action],
+        actor=actor,
+        reason=reason,
+        decision_id=decision_id,
+        evaluation_id=evaluation_id,
     )
     if plan.status == Plan.Status.KILLED:
         for step in steps.values():

@@ -295,7 +295,25 @@ def test_verification_fail__pause_plan__step_failed_and_plan_paused_naming_the_e
     assert _status(step.plan) == "paused"
     paused = LedgerEntry.objects.get(plan_id=step.plan_id, action="plan.paused").payload
     assert f"#{evaluation.sequence}: fail condition held: error_rate > 0.02" in paused["reason"]
+    assert paused["evaluation"] == evaluation.pk
     assert _failed_because(step)["value"] == pytest.approx(0.1)
+
+
+def test_plan_page__paused_by_a_verification__says_why_since_when_and_links_the_evaluation(
+    make_plan, client, role_user
+):
+    step = _started(make_plan, on_fail="pause_plan")
+    _traffic(*BREACHING)
+    evaluation = _evaluate(_run(step))
+    client.force_login(role_user("viewer"))
+
+    html = client.get(f"/plans/{step.plan.key}/").content.decode()
+
+    why = html[html.index('data-testid="plan-paused-why"') :].split("</p>", 1)[0]
+    assert "Paused since" in why and "UTC" in why and "by stepwise" in why
+    assert "fail condition held: error_rate &gt; 0.02" in why
+    assert f"#evaluation-{evaluation.pk}" in why
+    assert f"evaluation #{evaluation.sequence} of {step.key} (fail)" in why
 
 
 def test_verification_fail__fail_and_page__step_failed_paged_once_after_commit(
@@ -513,6 +531,7 @@ def test_verification__consecutive_error_limit_1__second_error_ends_run_and_paus
     assert _status(step) == "running"  # an error says nothing about the change itself
     paused = LedgerEntry.objects.get(plan_id=step.plan_id, action="plan.paused").payload
     assert paused["reason"] == "ramp: verification error (2 errors in a row (limit 1))"
+    assert paused["evaluation"] == run.evaluations.order_by("-sequence").first().pk
     assert run.action == f"paused the plan: {paused['reason']}"
 
 
