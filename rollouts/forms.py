@@ -34,6 +34,27 @@ class FlagRestoreForm(forms.Form):
     reason = forms.CharField(max_length=300, label="Why")
 
 
+def flag_restore_forms(
+    rows: list[dict[str, Any]], *, current_id: int | None, refused: FlagRestoreForm | None = None
+) -> dict[str, Any] | None:
+    """Give each history row its restore form (ids unique per row); a refused form goes back to
+    its own row, which is returned."""
+    refused_row = None
+    for row in rows:
+        version = row["version"]
+        is_refused = (
+            refused is not None
+            and refused.cleaned_data.get("version") == version.number
+            and version.pk != current_id
+        )
+        form = refused if is_refused else FlagRestoreForm(initial={"version": version.number})
+        form.auto_id = f"restore-v{version.number}-%s"
+        row["restore_form"] = form
+        if is_refused:
+            refused_row = row
+    return refused_row
+
+
 class FlagChangeForm(forms.Form):
     enabled = forms.BooleanField(required=False)
     rollout_percentage = forms.DecimalField(min_value=0, max_value=100, decimal_places=2)

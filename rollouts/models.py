@@ -109,6 +109,10 @@ class Flag(models.Model):
     def __str__(self) -> str:
         return self.key
 
+    @property
+    def stream(self) -> str:
+        return f"flag:{self.pk}"
+
 
 class FlagConfigRevision(models.Model):
     """One row: the revision of the whole flag configuration, bumped under a lock by every new

@@ -480,7 +480,17 @@ def flag_history(*, key: str) -> dict[str, Any]:
             if before.get(k) != after.get(k)
         ]
         rows.append({"version": version, "diff": diff})
-    return {"flag": flag, "rows": rows}
+    revision = flag.current.config_revision if flag.current else 0
+    consumers = [
+        {"consumer": c, "holds_current": c.held_revision >= revision}
+        for c in FlagConsumer.objects.select_related("target")
+    ]
+    return {
+        "flag": flag,
+        "rows": rows,
+        "consumers": consumers,
+        "holding": sum(1 for c in consumers if c["holds_current"]),
+    }
 
 
 def flag_board_row(*, flag: Flag) -> dict[str, Any]:

@@ -3,8 +3,14 @@
 from django.template.loader import render_to_string
 
 from live.streams import stream_kind_register
+from rollouts.forms import flag_restore_forms
 from rollouts.models import Flag, Plan, Step
-from rollouts.selectors import flag_board_row, plan_live_context, step_verification_context
+from rollouts.selectors import (
+    flag_board_row,
+    flag_history,
+    plan_live_context,
+    step_verification_context,
+)
 
 
 def plan_state(key: str) -> str:
@@ -30,7 +36,17 @@ def flag_rows(key: str, refs: list[str]) -> str:
     )
 
 
+def flag_state(key: str) -> str:
+    flag = Flag.objects.filter(pk=int(key)).first()
+    if flag is None:
+        return ""
+    context = flag_history(key=flag.key)
+    flag_restore_forms(context["rows"], current_id=context["flag"].current_id)
+    return render_to_string("rollouts/_flag_live.html", {**context, "live": True})
+
+
 def register() -> None:
     stream_kind_register(kind="plan", permission="rollouts.view_plan", state=plan_state)
     stream_kind_register(kind="flags", permission="rollouts.view_flag", rows=flag_rows)
     stream_kind_register(kind="step", permission="rollouts.view_plan", state=step_state)
+    stream_kind_register(kind="flag", permission="rollouts.view_flag", state=flag_state)

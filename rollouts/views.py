@@ -26,6 +26,7 @@ from rollouts.forms import (
     ReconcileForm,
     StepActionForm,
     TargetConfirmForm,
+    flag_restore_forms,
 )
 from rollouts.models import Assumption, Decision, Deviation, Plan, Step
 from rollouts.services.assumptions import (
@@ -430,30 +431,22 @@ def _flag_context(
 ) -> dict[str, Any]:
     """The flag page. `restore`, a refused restore form, is shown again in its version's row
     (`refused_row`); the current version has no restore form."""
-    context = {
-        **selectors.flag_history(key=flag_key),
-        "can_flip": request.user.has_perm("rollouts.flip_flag"),
-        "refused_row": None,
-    }
+    context = selectors.flag_history(key=flag_key)
     flag = context["flag"]
-    context["change_form"] = FlagChangeForm(
-        initial={
-            "enabled": flag.current.enabled,
-            "rollout_percentage": flag.current.rollout_percentage,
-        }
-    )
-    for row in context["rows"]:
-        version = row["version"]
-        refused = (
-            restore is not None
-            and restore.cleaned_data.get("version") == version.number
-            and version.pk != flag.current_id
-        )
-        form = restore if refused else FlagRestoreForm(initial={"version": version.number})
-        form.auto_id = f"restore-v{version.number}-%s"  # a form per row: ids stay unique
-        row["restore_form"] = form
-        if refused:
-            context["refused_row"] = row
+    context |= {
+        "can_flip": request.user.has_perm("rollouts.flip_flag"),
+        # Read before the rows: a change in between is pushed again, never missed.
+        "live_streams": live_streams(flag.stream),
+        "refused_row": flag_restore_forms(
+            context["rows"], current_id=flag.current_id, refused=restore
+        ),
+        "change_form": FlagChangeForm(
+            initial={
+                "enabled": flag.current.enabled,
+                "rollout_percentage": flag.current.rollout_percentage,
+            }
+        ),
+    }
     return context
 
 
@@ -492,7 +485,7 @@ def flag_restore_view(request: HttpRequest, flag_key: str) -> HttpResponse:
             if request.htmx:
                 response = render(
                     request,
-                    "rollouts/flag_detail.html#restore-form",
+                    "rollouts/_flag_live.html#restore-form",
                     {**context, "r": row},
                     status=400,
                 )

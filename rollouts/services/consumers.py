@@ -13,8 +13,10 @@ from django.utils import timezone
 from accounts.models import ApiToken
 from core.errors import InvalidInput
 from ledger.services import ledger_append
-from rollouts.models import FlagConsumer, Target
+from live.broadcast import stream_touch
+from rollouts.models import Flag, FlagConsumer, Target
 from rollouts.services.convergence import flag_consumers_converged
+from rollouts.services.flags import FLAGS_STREAM
 
 logger = logging.getLogger(__name__)
 
@@ -70,14 +72,29 @@ def flag_consumer_fetch_record(*, consumer_id: int, revision: int) -> bool:
     rollouts.services.convergence is told.
     """
     now = timezone.now()
+    held = FlagConsumer.objects.filter(pk=consumer_id).values_list("held_revision", flat=True)
+    before = held.first()
     increased = bool(
         FlagConsumer.objects.filter(pk=consumer_id, held_revision__lt=revision).update(
             held_revision=revision, held_since=now, last_fetch_at=now
         )
     )
     if increased:
+        _caught_up_pushed(before or 0, revision)
         _converged(consumer_id)
     return increased
+
+
+def _caught_up_pushed(before: int, after: int) -> None:
+    """Push the flags whose current version this consumer has just caught up with: their
+    'holding' counts changed (on the board and on each flag's page). Only those, so a fetch
+    does not redraw every flag."""
+    flags = Flag.objects.filter(
+        current__config_revision__gt=before, current__config_revision__lte=after
+    ).only("pk")
+    for flag in flags:
+        stream_touch(stream=FLAGS_STREAM, event="flag_consumer.fetched", ref=flag.pk)
+        stream_touch(stream=flag.stream, event="flag_consumer.fetched")
 
 
 def _converged(consumer_id: int) -> None:

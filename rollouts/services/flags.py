@@ -248,6 +248,7 @@ def flag_version_create(
             actor=actor,
         )
     stream_touch(stream=FLAGS_STREAM, event="flag.changed", ref=flag.pk)
+    stream_touch(stream=flag.stream, event="flag.changed")
     return version
 
 

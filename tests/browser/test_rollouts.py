@@ -117,3 +117,25 @@ def test_flag_revert__commander_reverts_on_the_board__second_browser_sees_it_liv
     stale.get_by_test_id("revert-checkout-v2").click()
     refusal = stale.locator("#flag-checkout-v2").get_by_test_id("action-error")
     expect(refusal).to_contain_text("changed by commander")
+
+
+def test_flag_page__tpm_creates_a_version__another_browser_sees_it_without_reloading(new_page):
+    watcher, tpm = new_page(), new_page()
+    login(watcher, "viewer")
+    watcher.goto("/flags/recs-experiment/")
+    expect(watcher.locator("#live-status")).to_have_attribute("data-state", "live")
+    before = watcher.get_by_test_id("flag-now").inner_text()
+
+    login(tpm, "tpm")
+    tpm.goto("/flags/recs-experiment/")
+    tpm.locator("#id_rollout_percentage").fill("15")
+    tpm.locator("#id_reason").fill("widen the experiment")
+    tpm.get_by_role("button", name="Create version").click()
+    expect(tpm.locator("#action-result")).to_contain_text("recs-experiment")
+
+    now = watcher.get_by_test_id("flag-now")
+    expect(now).not_to_have_text(before, timeout=5_000)
+    expect(now).to_contain_text("15%")
+    expect(watcher.get_by_text("widen the experiment")).to_be_visible()
+    expect(tpm.get_by_test_id("flag-now")).to_contain_text("15%")  # no reload needed here either
+    screenshot(watcher, "flag-page-live")

@@ -74,9 +74,7 @@ def test_step_action__viewer__403(client, role_user, program):
     assert program.steps.get(key="roles").status in {"pending", "ready"}
 
 
-def test_step_action__start__running_and_pushed_to_plan_stream(
-    client, role_user, program, pushes
-):
+def test_step_action__start__running_and_pushed_to_plan_stream(client, role_user, program, pushes):
     client.force_login(role_user("tpm"))
     with pushes.commit():
         response = client.post(
@@ -173,7 +171,9 @@ def test_deploy_webhook__running_deploy_step__confirms_that_target(client, role_
     for action in ("advance", "advance"):
         step_transition(step_id=roles.pk, action=action, actor=tpm)
     for target in ("us-east", "eu-west"):
-        step_target_confirm(step_id=roles.pk, target=target, actor=tpm, source="person", reason="checked by hand")
+        step_target_confirm(
+            step_id=roles.pk, target=target, actor=tpm, source="person", reason="checked by hand"
+        )
     step_transition(step_id=program.steps.get(key="app-deploy").pk, action="start", actor=tpm)
     _, raw = api_token_create(user=tpm, name="ci", scopes=["deploys:write"])
     response = _deploy(
@@ -383,9 +383,42 @@ def test_flags_board__revert_would_raise_exposure__button_disabled_with_the_reas
     flag_revert(flag_key="checkout", seen_version=3, actor=tpm, reason="", source="board")
     html = client.get("/flags/").content.decode()
     assert 'data-testid="revert-refused-checkout"' in html
-    assert "disabled title=\"reverting checkout v4 would apply v3&#x27;s settings" in html
+    assert 'disabled title="reverting checkout v4 would apply v3&#x27;s settings' in html
     refused = client.post(
         "/flags/checkout/revert", {"seen_version": 4, "reason": ""}, HTTP_HX_REQUEST="true"
     )
     assert refused.status_code == 409
     assert "a revert never raises exposure" in refused.content.decode()
+
+
+def test_flag_page__changed_then_caught_up__pushed_live_with_version_setting_and_holding(
+    client, role_user, pushes
+):
+    from rollouts.services.consumers import flag_consumer_fetch_record
+    from rollouts.services.flags import flag_change
+    from tests.rollouts.flag_factories import consumer_make, flag_make
+
+    flag = flag_make("new-login", enabled=True, rollout_percentage=5)
+    consumer, _ = consumer_make(name="eu-a", target="eu")
+    client.force_login(role_user("viewer"))
+    page = client.get("/flags/new-login/").content.decode()
+    assert f'data-live-stream="{flag.stream}"' in page
+    assert "consumers holding it: 0 of 1" in page
+
+    with pushes.commit():
+        version = flag_change(
+            flag_key="new-login",
+            changes={"rollout_percentage": 25},
+            actor=role_user("tpm"),
+            reason="ramp",
+            source="board",
+        )
+    html = pushes.last_html(flag.stream)
+    assert f"Serving <strong>v{version.number}</strong>" in html and "25%" in html
+    assert f'data-testid="version-{version.number}"' in html
+    assert "consumers holding it: 0 of 1" in html
+
+    with pushes.commit():
+        flag_consumer_fetch_record(consumer_id=consumer.pk, revision=version.config_revision)
+    assert "consumers holding it: 1 of 1" in pushes.last_html(flag.stream)
+    assert "1/1 consumers" in pushes.last_html("flags")
