@@ -2,8 +2,11 @@ from collections.abc import Callable
 
 import pytest
 
+from rollouts import ofrep
+from rollouts.flag_config import config_cache_clear
 from rollouts.models import Plan, Step, StepTarget, Target
 from rollouts.services.flags import flag_create
+from tests.asgi_client import AsgiClient
 
 VERIFIED = {
     "pass_condition": "error_rate < 0.01",
@@ -74,3 +77,34 @@ def example_slos(db) -> None:
     path = Path(__file__).resolve().parents[2] / "examples" / "openslo" / "login-availability.yaml"
     for spec in openslo_parse(path.read_text()):
         slo_save(spec=spec)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_flag_caches():
+    """Each test rolls the database back, so revision numbers repeat with different flags: this
+    process forgets what it compiled, and the revisions another test's tokens were served."""
+    config_cache_clear()
+    ofrep._fetches.take()
+    yield
+    config_cache_clear()
+
+
+@pytest.fixture
+def ofrep_client() -> AsgiClient:
+    """OFREP is served ahead of Django: requests go to its ASGI application."""
+    return AsgiClient(ofrep.ofrep_app)
+
+
+@pytest.fixture
+def recorded() -> Callable[[], None]:
+    """Run the worker task that records what consumers were served, as the flusher would."""
+    from stepwise.celery import app
+
+    def flush() -> None:
+        app.conf.task_always_eager = True
+        try:
+            ofrep.fetches_flush()
+        finally:
+            app.conf.task_always_eager = False
+
+    return flush

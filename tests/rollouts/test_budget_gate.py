@@ -244,9 +244,7 @@ def test_step_start__started_step_budget_exhausts_afterwards__it_keeps_moving(ma
     assert Step.objects.get(pk=step.pk).status == "verifying"
 
 
-def test_slo_refresh__budget_crosses_the_gate__plan_pushed_once_with_the_reason(
-    make_plan, pushes
-):
+def test_slo_refresh__budget_crosses_the_gate__plan_pushed_once_with_the_reason(make_plan, pushes):
     with pushes.commit():  # the setup's own pushes go out here
         plan = make_plan([{"key": "a"}, {"key": "b"}])
         slo = slo_with_budget(remaining=0.63)

@@ -16,10 +16,9 @@ from accounts.services import api_token_cached, api_token_create, api_token_revo
 from core import invalidation
 from rollouts import ofrep
 from rollouts.evaluation import flag_evaluate
-from rollouts.flag_config import config_cache_clear, config_current
+from rollouts.flag_config import config_current
 from rollouts.services.flags import flag_change
 from rollouts.services.steps import step_transition
-from tests.asgi_client import AsgiClient
 from tests.factories import UserFactory
 from tests.rollouts.flag_factories import consumer_make, flag_make, token_make
 
@@ -28,22 +27,9 @@ pytestmark = pytest.mark.django_db
 BULK = "/ofrep/v1/evaluate/flags"
 
 
-@pytest.fixture(autouse=True)
-def _fresh_process_caches():
-    config_cache_clear()
-    ofrep._fetches.take()
-    yield
-    config_cache_clear()
-
-
-@pytest.fixture
-def client():
-    return AsgiClient(ofrep.ofrep_app)
-
-
-def _post(client, path, body, token, **headers):
+def _post(ofrep_client, path, body, token, **headers):
     data = body if isinstance(body, str | bytes) else json.dumps(body)
-    return client.post(path, data, HTTP_AUTHORIZATION=f"Bearer {token}", **headers)
+    return ofrep_client.post(path, data, HTTP_AUTHORIZATION=f"Bearer {token}", **headers)
 
 
 @pytest.fixture
@@ -58,79 +44,81 @@ def live(monkeypatch, django_capture_on_commit_callbacks):
 # --- answered from memory, never wrongly -----------------------------------------------------
 
 
-def test_live__second_request__no_database_round_trip(client, live, django_assert_num_queries):
+def test_live__second_request__no_database_round_trip(
+    ofrep_client, live, django_assert_num_queries
+):
     flag_make("f", enabled=True, rollout_percentage=100)
     token = token_make()
-    assert _post(client, BULK, {}, token).status_code == 200
+    assert _post(ofrep_client, BULK, {}, token).status_code == 200
     with django_assert_num_queries(0):
-        assert _post(client, BULK, {}, token).status_code == 200
+        assert _post(ofrep_client, BULK, {}, token).status_code == 200
 
 
-def test_not_live__every_request_checks_the_database(client, django_assert_max_num_queries):
+def test_not_live__every_request_checks_the_database(ofrep_client, django_assert_max_num_queries):
     flag_make("f", enabled=True, rollout_percentage=100)
     token = token_make()
-    assert _post(client, BULK, {}, token).status_code == 200
+    assert _post(ofrep_client, BULK, {}, token).status_code == 200
     with django_assert_max_num_queries(10) as context:
-        assert _post(client, BULK, {}, token).status_code == 200
+        assert _post(ofrep_client, BULK, {}, token).status_code == 200
     assert len(context.captured_queries) >= 2  # the token and the revision, at least
 
 
-def test_live__revoked_token__refused_on_the_next_request(client, live):
+def test_live__revoked_token__refused_on_the_next_request(ofrep_client, live):
     flag_make("f", enabled=True, rollout_percentage=100)
     token = token_make()
-    assert _post(client, BULK, {}, token).status_code == 200
+    assert _post(ofrep_client, BULK, {}, token).status_code == 200
     with live():
         api_token_revoke(token_id=ApiToken.objects.get().pk)
-    refused = _post(client, BULK, {}, token)
+    refused = _post(ofrep_client, BULK, {}, token)
     assert refused.status_code == 401
     assert refused["WWW-Authenticate"] == "Bearer"
     assert "revoked" in refused.json()["errorDetails"]
 
 
-def test_live__permission_taken_away__403_on_the_next_request(client, live):
+def test_live__permission_taken_away__403_on_the_next_request(ofrep_client, live):
     flag_make("f", enabled=True, rollout_percentage=100)
     token = token_make()
-    assert _post(client, BULK, {}, token).status_code == 200
+    assert _post(ofrep_client, BULK, {}, token).status_code == 200
     user = ApiToken.objects.get().user
     with live():
         user.groups.remove(Group.objects.get(name="viewer"))
-    refused = _post(client, BULK, {}, token)
+    refused = _post(ofrep_client, BULK, {}, token)
     assert refused.status_code == 403
     assert "lacks permission rollouts.view_flag" in refused.json()["errorDetails"]
 
 
-def test_live__user_deactivated__401_on_the_next_request(client, live):
+def test_live__user_deactivated__401_on_the_next_request(ofrep_client, live):
     flag_make("f", enabled=True, rollout_percentage=100)
     token = token_make()
-    assert _post(client, BULK, {}, token).status_code == 200
+    assert _post(ofrep_client, BULK, {}, token).status_code == 200
     user = ApiToken.objects.get().user
     user.is_active = False
     with live():
         user.save()
-    assert _post(client, BULK, {}, token).status_code == 401
+    assert _post(ofrep_client, BULK, {}, token).status_code == 401
 
 
-def test_live__token_expires_while_held__refused_without_an_announcement(client, live):
+def test_live__token_expires_while_held__refused_without_an_announcement(ofrep_client, live):
     flag_make("f", enabled=True, rollout_percentage=100)
     user = UserFactory(role="viewer")
     _, token = api_token_create(
         user=user, name="brief", scopes=["flags:evaluate"], expires_in_days=1
     )
-    assert _post(client, BULK, {}, token).status_code == 200
+    assert _post(ofrep_client, BULK, {}, token).status_code == 200
     assert api_token_cached(raw=token) is not None
     # Expiry is a time, not a change: nothing is announced; a held token checks it per request.
     later = timezone.now() + timedelta(days=2)
     with mock.patch("django.utils.timezone.now", return_value=later):
         assert api_token_cached(raw=token) is None
-        assert _post(client, BULK, {}, token).status_code == 401
+        assert _post(ofrep_client, BULK, {}, token).status_code == 401
 
 
 def test_live__flag_changed__next_request_serves_it_from_memory(
-    client, live, django_assert_num_queries
+    ofrep_client, live, django_assert_num_queries
 ):
     flag_make("f", enabled=True, rollout_percentage=100)
     token = token_make()
-    first = _post(client, f"{BULK}/f", {}, token).json()
+    first = _post(ofrep_client, f"{BULK}/f", {}, token).json()
     assert first["value"] is True
     with live():
         flag_change(
@@ -138,7 +126,7 @@ def test_live__flag_changed__next_request_serves_it_from_memory(
         )
     # Compiled when the change was announced, so the answer needs no query.
     with django_assert_num_queries(0):
-        after = _post(client, f"{BULK}/f", {}, token).json()
+        after = _post(ofrep_client, f"{BULK}/f", {}, token).json()
     assert (after["value"], after["reason"]) == (False, "DISABLED")
     assert after["metadata"]["revision"] > first["metadata"]["revision"]
 
@@ -157,7 +145,7 @@ def test_live__held_token__each_request_gets_its_own_copy(live):
 # --- the bulk fast path says what the evaluator says -----------------------------------------
 
 
-def test_bulk__every_flag_shape__same_answer_as_flag_evaluate_for_each_key(client):
+def test_bulk__every_flag_shape__same_answer_as_flag_evaluate_for_each_key(ofrep_client):
     flag_make("off", enabled=False, rollout_percentage=50)
     flag_make("static-on", enabled=True, rollout_percentage=100)
     flag_make("static-off", enabled=True, rollout_percentage=0)
@@ -177,7 +165,8 @@ def test_bulk__every_flag_shape__same_answer_as_flag_evaluate_for_each_key(clien
     ]
     for context in contexts:
         answered = {
-            f["key"]: f for f in _post(client, BULK, {"context": context}, token).json()["flags"]
+            f["key"]: f
+            for f in _post(ofrep_client, BULK, {"context": context}, token).json()["flags"]
         }
         assert set(answered) == set(config.flags)
         for key, flag in config.flags.items():
@@ -192,14 +181,14 @@ def test_bulk__every_flag_shape__same_answer_as_flag_evaluate_for_each_key(clien
                 expected.variant,
                 expected.reason,
             ), (key, context)
-            single = _post(client, f"{BULK}/{key}", {"context": context}, token).json()
+            single = _post(ofrep_client, f"{BULK}/{key}", {"context": context}, token).json()
             assert single == got
 
 
 # --- OFREP's error answers ------------------------------------------------------------------
 
 
-def test_bad_input__each_gets_the_ofrep_error_answer_never_a_500(client):
+def test_bad_input__each_gets_the_ofrep_error_answer_never_a_500(ofrep_client):
     flag_make("f", enabled=True, rollout_percentage=25)
     token = token_make()
     expired = token_make(name="expired")
@@ -210,7 +199,7 @@ def test_bad_input__each_gets_the_ofrep_error_answer_never_a_500(client):
     huge = json.dumps({"context": {"targetingKey": "u", "blob": "x" * ofrep.MAX_BODY_BYTES}})
     cases = {
         "form body": (
-            client.post(
+            ofrep_client.post(
                 f"{BULK}/f",
                 "context=1",
                 content_type="application/x-www-form-urlencoded",
@@ -219,21 +208,25 @@ def test_bad_input__each_gets_the_ofrep_error_answer_never_a_500(client):
             400,
             "PARSE_ERROR",
         ),
-        "over the size cap": (_post(client, f"{BULK}/f", huge, token), 400, "PARSE_ERROR"),
+        "over the size cap": (_post(ofrep_client, f"{BULK}/f", huge, token), 400, "PARSE_ERROR"),
         "context not an object": (
-            _post(client, BULK, {"context": [1]}, token),
+            _post(ofrep_client, BULK, {"context": [1]}, token),
             400,
             "INVALID_CONTEXT",
         ),
-        "unknown flag": (_post(client, f"{BULK}/nope", {}, token), 404, "FLAG_NOT_FOUND"),
-        "no key for a split": (_post(client, f"{BULK}/f", {}, token), 400, "TARGETING_KEY_MISSING"),
-        "missing token": (client.post(BULK, "{}"), 401, None),
-        "unknown token": (_post(client, BULK, {}, "sw_unknown"), 401, None),
-        "expired token": (_post(client, BULK, {}, expired), 401, None),
-        "revoked token": (_post(client, BULK, {}, revoked), 401, None),
-        "token without flags:evaluate": (_post(client, BULK, {}, unscoped), 403, None),
-        "unknown endpoint": (_post(client, "/ofrep/v2/flags", {}, token), 404, None),
-        "GET": (client.get(BULK, HTTP_AUTHORIZATION=f"Bearer {token}"), 405, None),
+        "unknown flag": (_post(ofrep_client, f"{BULK}/nope", {}, token), 404, "FLAG_NOT_FOUND"),
+        "no key for a split": (
+            _post(ofrep_client, f"{BULK}/f", {}, token),
+            400,
+            "TARGETING_KEY_MISSING",
+        ),
+        "missing token": (ofrep_client.post(BULK, "{}"), 401, None),
+        "unknown token": (_post(ofrep_client, BULK, {}, "sw_unknown"), 401, None),
+        "expired token": (_post(ofrep_client, BULK, {}, expired), 401, None),
+        "revoked token": (_post(ofrep_client, BULK, {}, revoked), 401, None),
+        "token without flags:evaluate": (_post(ofrep_client, BULK, {}, unscoped), 403, None),
+        "unknown endpoint": (_post(ofrep_client, "/ofrep/v2/flags", {}, token), 404, None),
+        "GET": (ofrep_client.get(BULK, HTTP_AUTHORIZATION=f"Bearer {token}"), 405, None),
     }
     for name, (response, status, code) in cases.items():
         assert response.status_code == status, (name, response.content)
@@ -250,22 +243,8 @@ def test_bad_input__each_gets_the_ofrep_error_answer_never_a_500(client):
 # --- consumer bookkeeping: off the request path, still right on the step page ----------------
 
 
-@pytest.fixture
-def recorded():
-    from stepwise.celery import app
-
-    def flush():
-        app.conf.task_always_eager = True
-        try:
-            ofrep.fetches_flush()
-        finally:
-            app.conf.task_always_eager = False
-
-    return flush
-
-
 def test_step_page__consumer_fetches_over_ofrep__map_shows_it_once_a_worker_recorded_it(
-    client, recorded, make_plan, role_user
+    ofrep_client, recorded, make_plan, role_user
 ):
     plan = make_plan([{"key": "ramp", "flag": "new-login", "percentage": 5, "targets": ["eu"]}])
     _, raw_a = consumer_make(name="eu-a", target="eu")
@@ -280,7 +259,7 @@ def test_step_page__consumer_fetches_over_ofrep__map_shows_it_once_a_worker_reco
     browser.force_login(role_user("tpm"))
     page = f"/plans/{plan.key}/steps/{step.key}/"
 
-    assert _post(client, BULK, {"context": {"targetingKey": "a"}}, raw_a).status_code == 200
+    assert _post(ofrep_client, BULK, {"context": {"targetingKey": "a"}}, raw_a).status_code == 200
     assert 'eu-a: <span class="why">at r0' in browser.get(page).content.decode()
     recorded()
     html = browser.get(page).content.decode()
@@ -289,8 +268,8 @@ def test_step_page__consumer_fetches_over_ofrep__map_shows_it_once_a_worker_reco
     step.refresh_from_db()
     assert step.status == "converging"
 
-    for _ in range(3):  # a client polling: one batch, one record
-        _post(client, BULK, {"context": {"targetingKey": "b"}}, raw_b)
+    for _ in range(3):  # a ofrep_client polling: one batch, one record
+        _post(ofrep_client, BULK, {"context": {"targetingKey": "b"}}, raw_b)
     recorded()
     html = browser.get(page).content.decode()
     assert f'eu-b: <span class="ok">holds r{revision}' in html

@@ -5,11 +5,8 @@ from django.core.management import CommandError, call_command
 
 from accounts.models import ApiToken
 from ledger.models import LedgerEntry
-from rollouts import ofrep
-from rollouts.flag_config import config_cache_clear
 from rollouts.models import FlagConsumer, Target
 from rollouts.services.flags import flag_change, flag_revert
-from tests.asgi_client import AsgiClient
 from tests.rollouts.flag_factories import consumer_make, flag_make, token_make
 
 pytestmark = pytest.mark.django_db
@@ -17,47 +14,17 @@ pytestmark = pytest.mark.django_db
 BULK = "/ofrep/v1/evaluate/flags"
 
 
-@pytest.fixture(autouse=True)
-def _fresh_process_caches():
-    # Each test rolls the database back, so revision numbers repeat with different flags.
-    config_cache_clear()
-    ofrep._fetches.take()  # another test's tokens
-    yield
-    config_cache_clear()
-
-
-@pytest.fixture
-def client():
-    """OFREP is served ahead of Django: requests go to its ASGI application."""
-    return AsgiClient(ofrep.ofrep_app)
-
-
-@pytest.fixture
-def recorded(settings):
-    """Run the worker task that records what consumers were served, as the flusher would."""
-    from stepwise.celery import app
-
-    def flush():
-        app.conf.task_always_eager = True
-        try:
-            ofrep.fetches_flush()
-        finally:
-            app.conf.task_always_eager = False
-
-    return flush
-
-
-def _post(client, path, body, token, **headers):
+def _post(ofrep_client, path, body, token, **headers):
     data = body if isinstance(body, str | bytes) else json.dumps(body)
-    return client.post(
+    return ofrep_client.post(
         path, data, content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {token}", **headers
     )
 
 
-def test_evaluate_flag__enabled_at_100__value_variant_reason_and_revision_metadata(client):
+def test_evaluate_flag__enabled_at_100__value_variant_reason_and_revision_metadata(ofrep_client):
     flag_make("new-checkout", enabled=True, rollout_percentage=100)
     response = _post(
-        client, f"{BULK}/new-checkout", {"context": {"targetingKey": "u1"}}, token_make()
+        ofrep_client, f"{BULK}/new-checkout", {"context": {"targetingKey": "u1"}}, token_make()
     )
     assert response.status_code == 200
     assert response.json() == {
@@ -69,17 +36,17 @@ def test_evaluate_flag__enabled_at_100__value_variant_reason_and_revision_metada
     }
 
 
-def test_evaluate_flag__x_api_key_header__accepted(client):
+def test_evaluate_flag__x_api_key_header__accepted(ofrep_client):
     flag_make("f")
-    response = client.post(
+    response = ofrep_client.post(
         f"{BULK}/f", "{}", content_type="application/json", HTTP_X_API_KEY=token_make()
     )
     assert response.status_code == 200
     assert response.json()["reason"] == "DISABLED"
 
 
-def test_evaluate_flag__unknown_flag__404_flag_not_found(client):
-    response = _post(client, f"{BULK}/ghost", {"context": {}}, token_make())
+def test_evaluate_flag__unknown_flag__404_flag_not_found(ofrep_client):
+    response = _post(ofrep_client, f"{BULK}/ghost", {"context": {}}, token_make())
     assert response.status_code == 404
     assert response.json() == {
         "key": "ghost",
@@ -91,9 +58,9 @@ def test_evaluate_flag__unknown_flag__404_flag_not_found(client):
 @pytest.mark.parametrize(
     "body", ["{not json", b"\xff\xfe", "[1, 2]", '"context"', "[" * 100_000 + "]" * 100_000]
 )
-def test_evaluate_flag__malformed_body__400_parse_error_never_500(client, body):
+def test_evaluate_flag__malformed_body__400_parse_error_never_500(ofrep_client, body):
     flag_make("f")
-    response = _post(client, f"{BULK}/f", body, token_make())
+    response = _post(ofrep_client, f"{BULK}/f", body, token_make())
     assert response.status_code == 400
     assert response.json()["errorCode"] == "PARSE_ERROR"
     assert response.json()["key"] == "f"
@@ -101,44 +68,44 @@ def test_evaluate_flag__malformed_body__400_parse_error_never_500(client, body):
 
 
 @pytest.mark.parametrize("context", [["u1"], "u1", {"targetingKey": 7}])
-def test_evaluate_flag__bad_context__400_invalid_context(client, context):
+def test_evaluate_flag__bad_context__400_invalid_context(ofrep_client, context):
     flag_make("f")
-    response = _post(client, f"{BULK}/f", {"context": context}, token_make())
+    response = _post(ofrep_client, f"{BULK}/f", {"context": context}, token_make())
     assert response.status_code == 400
     assert response.json()["errorCode"] == "INVALID_CONTEXT"
 
 
-def test_evaluate_flag__split_without_targeting_key__400_targeting_key_missing(client):
+def test_evaluate_flag__split_without_targeting_key__400_targeting_key_missing(ofrep_client):
     flag_make("ramp", enabled=True, rollout_percentage=20)
-    response = _post(client, f"{BULK}/ramp", {"context": {"country": "NL"}}, token_make())
+    response = _post(ofrep_client, f"{BULK}/ramp", {"context": {"country": "NL"}}, token_make())
     assert response.status_code == 400
     body = response.json()
     assert (body["key"], body["errorCode"]) == ("ramp", "TARGETING_KEY_MISSING")
 
 
-def test_evaluate_flag__token_without_scope__403(client):
+def test_evaluate_flag__token_without_scope__403(ofrep_client):
     flag_make("f")
-    response = _post(client, f"{BULK}/f", {}, token_make("ledger:read"))
+    response = _post(ofrep_client, f"{BULK}/f", {}, token_make("ledger:read"))
     assert response.status_code == 403
 
 
-def test_evaluate_flag__no_token__401(client):
+def test_evaluate_flag__no_token__401(ofrep_client):
     flag_make("f")
-    response = client.post(f"{BULK}/f", "{}", content_type="application/json")
+    response = ofrep_client.post(f"{BULK}/f", "{}", content_type="application/json")
     assert response.status_code == 401
-    assert client.post(BULK, "{}", content_type="application/json").status_code == 401
+    assert ofrep_client.post(BULK, "{}", content_type="application/json").status_code == 401
 
 
-def test_evaluate_flag__get__405_not_500(client):
-    response = client.get(f"{BULK}/f", HTTP_AUTHORIZATION=f"Bearer {token_make()}")
+def test_evaluate_flag__get__405_not_500(ofrep_client):
+    response = ofrep_client.get(f"{BULK}/f", HTTP_AUTHORIZATION=f"Bearer {token_make()}")
     assert response.status_code == 405
 
 
-def test_evaluate_flags__bulk__every_flag_with_per_flag_errors_and_etag(client):
+def test_evaluate_flags__bulk__every_flag_with_per_flag_errors_and_etag(ofrep_client):
     flag_make("a-static", enabled=True, rollout_percentage=100)
     flag_make("b-ramp", enabled=True, rollout_percentage=50)
     flag_make("c-off")
-    response = _post(client, BULK, {"context": {"plan": "pro"}}, token_make())
+    response = _post(ofrep_client, BULK, {"context": {"plan": "pro"}}, token_make())
     assert response.status_code == 200
     body = response.json()
     assert body["metadata"] == {"revision": 5}
@@ -149,25 +116,27 @@ def test_evaluate_flags__bulk__every_flag_with_per_flag_errors_and_etag(client):
     assert response["ETag"].startswith('"5-')
 
 
-def test_evaluate_flags__bad_body__400_without_key(client):
-    response = _post(client, BULK, "{oops", token_make())
+def test_evaluate_flags__bad_body__400_without_key(ofrep_client):
+    response = _post(ofrep_client, BULK, "{oops", token_make())
     assert response.status_code == 400
     assert set(response.json()) == {"errorCode", "errorDetails"}
     assert response.json()["errorCode"] == "PARSE_ERROR"
-    response = _post(client, BULK, {"context": 3}, token_make(name="other"))
+    response = _post(ofrep_client, BULK, {"context": 3}, token_make(name="other"))
     assert response.json()["errorCode"] == "INVALID_CONTEXT"
 
 
-def test_evaluate_flags__if_none_match_current__304_without_body(client):
+def test_evaluate_flags__if_none_match_current__304_without_body(ofrep_client):
     flag_make("f", enabled=True, rollout_percentage=100)
     token = token_make()
-    etag = _post(client, BULK, {"context": {"targetingKey": "u1"}}, token)["ETag"]
-    again = _post(client, BULK, {"context": {"targetingKey": "u1"}}, token, HTTP_IF_NONE_MATCH=etag)
+    etag = _post(ofrep_client, BULK, {"context": {"targetingKey": "u1"}}, token)["ETag"]
+    again = _post(
+        ofrep_client, BULK, {"context": {"targetingKey": "u1"}}, token, HTTP_IF_NONE_MATCH=etag
+    )
     assert again.status_code == 304
     assert again.content == b""
     assert again["ETag"] == etag
     weak = _post(
-        client,
+        ofrep_client,
         BULK,
         {"context": {"targetingKey": "u1"}},
         token,
@@ -176,26 +145,32 @@ def test_evaluate_flags__if_none_match_current__304_without_body(client):
     assert weak.status_code == 304
 
 
-def test_evaluate_flags__other_context__different_etag_and_200(client):
+def test_evaluate_flags__other_context__different_etag_and_200(ofrep_client):
     flag_make("f", enabled=True, rollout_percentage=50)
     token = token_make()
-    etag = _post(client, BULK, {"context": {"targetingKey": "u1"}}, token)["ETag"]
-    other = _post(client, BULK, {"context": {"targetingKey": "u2"}}, token, HTTP_IF_NONE_MATCH=etag)
+    etag = _post(ofrep_client, BULK, {"context": {"targetingKey": "u1"}}, token)["ETag"]
+    other = _post(
+        ofrep_client, BULK, {"context": {"targetingKey": "u2"}}, token, HTTP_IF_NONE_MATCH=etag
+    )
     assert other.status_code == 200
     assert other["ETag"] != etag
     same_context_reordered = _post(
-        client, BULK, {"context": {"b": 1, "targetingKey": "u1"}}, token
+        ofrep_client, BULK, {"context": {"b": 1, "targetingKey": "u1"}}, token
     )["ETag"]
     assert same_context_reordered != etag
 
 
-def test_evaluate_flags__flag_changed__old_etag_gets_200_with_new_value(client):
+def test_evaluate_flags__flag_changed__old_etag_gets_200_with_new_value(ofrep_client):
     flag_make("f", enabled=True, rollout_percentage=100)
     token = token_make()
-    first = _post(client, BULK, {"context": {"targetingKey": "u1"}}, token)
+    first = _post(ofrep_client, BULK, {"context": {"targetingKey": "u1"}}, token)
     flag_change(flag_key="f", changes={"enabled": False}, actor=None, reason="kill", source="api")
     second = _post(
-        client, BULK, {"context": {"targetingKey": "u1"}}, token, HTTP_IF_NONE_MATCH=first["ETag"]
+        ofrep_client,
+        BULK,
+        {"context": {"targetingKey": "u1"}},
+        token,
+        HTTP_IF_NONE_MATCH=first["ETag"],
     )
     assert second.status_code == 200
     assert second["ETag"] != first["ETag"]
@@ -203,10 +178,10 @@ def test_evaluate_flags__flag_changed__old_etag_gets_200_with_new_value(client):
     assert second.json()["metadata"]["revision"] == first.json()["metadata"]["revision"] + 1
 
 
-def test_evaluate_flag__revert__the_very_next_request_sees_it(client):
+def test_evaluate_flag__revert__the_very_next_request_sees_it(ofrep_client):
     flag_make("f", enabled=True, rollout_percentage=100)
     token = token_make()
-    assert _post(client, f"{BULK}/f", {}, token).json()["value"] is True
+    assert _post(ofrep_client, f"{BULK}/f", {}, token).json()["value"] is True
     bad = flag_change(
         flag_key="f",
         changes={"variants": {"on": "broken", "off": False}},
@@ -214,19 +189,19 @@ def test_evaluate_flag__revert__the_very_next_request_sees_it(client):
         reason="ship",
         source="api",
     )
-    assert _post(client, f"{BULK}/f", {}, token).json()["value"] == "broken"
+    assert _post(ofrep_client, f"{BULK}/f", {}, token).json()["value"] == "broken"
     flag_revert(flag_key="f", seen_version=bad.number, actor=None, reason="page", source="api")
-    after = _post(client, f"{BULK}/f", {}, token).json()
+    after = _post(ofrep_client, f"{BULK}/f", {}, token).json()
     assert after["value"] is True
     assert after["metadata"] == {"revision": 4, "version": 4}
 
 
 def test_evaluate_flags__registered_consumer__held_revision_follows_200_and_304(
-    client, recorded
+    ofrep_client, recorded
 ):
     flag_make("f", enabled=True, rollout_percentage=100)
     consumer, raw = consumer_make()
-    response = _post(client, BULK, {"context": {}}, raw)
+    response = _post(ofrep_client, BULK, {"context": {}}, raw)
     consumer.refresh_from_db()
     assert consumer.held_revision == 0  # recorded by a worker, off the request path
     recorded()
@@ -235,30 +210,32 @@ def test_evaluate_flags__registered_consumer__held_revision_follows_200_and_304(
     assert consumer.last_fetch_at is not None
 
     flag_change(flag_key="f", changes={"enabled": False}, actor=None, reason="x", source="api")
-    etag = _post(client, BULK, {"context": {}}, token_make(name="someone-else"))["ETag"]
+    etag = _post(ofrep_client, BULK, {"context": {}}, token_make(name="someone-else"))["ETag"]
     recorded()
     consumer.refresh_from_db()
     assert consumer.held_revision == 2  # another token's fetch does not count for this consumer
-    assert _post(client, BULK, {"context": {}}, raw, HTTP_IF_NONE_MATCH=etag).status_code == 304
+    assert (
+        _post(ofrep_client, BULK, {"context": {}}, raw, HTTP_IF_NONE_MATCH=etag).status_code == 304
+    )
     recorded()
     consumer.refresh_from_db()
     assert consumer.held_revision == 3
 
 
-def test_evaluate_flag__registered_consumer__single_evaluation_counts_too(client, recorded):
+def test_evaluate_flag__registered_consumer__single_evaluation_counts_too(ofrep_client, recorded):
     flag_make("f", enabled=True, rollout_percentage=100)
     consumer, raw = consumer_make()
-    assert _post(client, f"{BULK}/ghost", {}, raw).status_code == 404
+    assert _post(ofrep_client, f"{BULK}/ghost", {}, raw).status_code == 404
     recorded()
     consumer.refresh_from_db()
     assert consumer.held_revision == 0
-    _post(client, f"{BULK}/f", {}, raw)
+    _post(ofrep_client, f"{BULK}/f", {}, raw)
     recorded()
     consumer.refresh_from_db()
     assert consumer.held_revision == 2
 
 
-def test_flag_consumer_fetch_record__older_revision__never_lowers_held(client):
+def test_flag_consumer_fetch_record__older_revision__never_lowers_held(ofrep_client):
     from rollouts.services.consumers import flag_consumer_fetch_record
 
     consumer, _ = consumer_make()

@@ -179,9 +179,7 @@ def test_ofrep_client__10000_keys_at_25_percent__sticky_across_a_configuration_c
 ):
     keys = [f"user-{i}" for i in range(KEYS)]
     # What the plain evaluator (the bucketing every earlier release served) says for each key.
-    expected = [
-        bucket_of(flag_key="sticky", targeting_key=key) < 2500 for key in keys
-    ]
+    expected = [bucket_of(flag_key="sticky", targeting_key=key) < 2500 for key in keys]
     with served(tmp_path) as server:
         raw = json.loads(_shell(server, STICKY_SETUP).strip().splitlines()[-1])["token"]
         client = openfeature_client(server, raw)

@@ -50,7 +50,9 @@ def test_assumption_revise__rescored__rank_moves_ledger_keeps_what_it_was(
         "rank": {"from": 20, "to": 5},
         "probe_step": {"from": None, "to": "probe"},
     }
-    assert StreamEvent.objects.filter(stream_id=plan.stream, event__contains="assumption.revised").exists()
+    assert StreamEvent.objects.filter(
+        stream_id=plan.stream, event__contains="assumption.revised"
+    ).exists()
 
 
 def test_assumption_revise__untested__statement_reworded(make_plan, role_user):

@@ -855,5 +855,7 @@ def test_step_page__running_verification__its_section_polls_itself(make_plan, cl
     assert 'data-testid="verification-polled"' in page and 'hx-trigger="every 5s"' in page
     section = client.get(url, HTTP_HX_REQUEST="true", HTTP_HX_TARGET="step-verification")
     html = section.content.decode()
-    assert section.status_code == 200 and html.lstrip().startswith('<section id="step-verification"')
+    assert section.status_code == 200 and html.lstrip().startswith(
+        '<section id="step-verification"'
+    )
     assert html.count('data-testid="evaluation-row"') == 1
