@@ -1,4 +1,4 @@
-.PHONY: bench soak fuzz faults
+.PHONY: bench soak fuzz faults sdk-soak
 
 # OFREP load test: PostgreSQL + Redis + uvicorn --workers 2, measured with wrk (see bench/RESULTS.md).
 # Detect-to-revert: breaching sample -> worker reverts the flag -> websocket push, with 500 steps
@@ -30,3 +30,9 @@ fuzz:
 # worker, hostile requests) with more rounds than CI's 2.
 faults:
 	STEPWISE_FAULT_KILLS=10 .venv/bin/python -m pytest tests/faults -s -p no:cacheprovider
+
+# The OpenFeature SDK against the served app, over SDK_KEYS targeting keys (CI asks 2,000):
+# every answer equals the plain evaluator's, before and after a configuration change.
+SDK_KEYS ?= 10000
+sdk-soak:
+	STEPWISE_SDK_KEYS=$(SDK_KEYS) .venv/bin/python -m pytest tests/rollouts/test_ofrep_client.py -s -p no:cacheprovider

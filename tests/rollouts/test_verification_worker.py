@@ -18,8 +18,11 @@ from rollouts.services.steps import step_target_confirm, step_transition
 
 User = get_user_model()
 exporter, _ = User.objects.get_or_create(username="exporter")
-exporter.user_permissions.add(Permission.objects.get(codename="add_sample"))
-_, raw = api_token_create(user=exporter, name="exporter", scopes=["metrics:write"])
+exporter.user_permissions.add(
+    Permission.objects.get(codename="add_sample"),
+    Permission.objects.get(codename="view_ledgerentry"),
+)
+_, raw = api_token_create(user=exporter, name="exporter", scopes=["metrics:write", "ledger:read"])
 from rollouts.services.evaluation import verification_evaluate
 
 gateway = Step.objects.get(plan__key="identity-migration", key="gateway-policy")
@@ -86,6 +89,15 @@ def _ingest(
         return json.loads(response.read())
 
 
+def _ledger_count(base: str, token: str, action: str) -> int:
+    request = urllib.request.Request(
+        f"{base}/api/ledger?step=identity-migration/login-5&action={action}",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())["count"]
+
+
 def test_breaching_sample__served_app_with_worker__flag_set_to_zero_and_step_failed(tmp_path):
     with served(tmp_path) as server:
         token = json.loads(_shell(server, SETUP).strip().splitlines()[-1])["token"]
@@ -95,10 +107,11 @@ def test_breaching_sample__served_app_with_worker__flag_set_to_zero_and_step_fai
         assert before["evaluations"] == []
 
         assert _ingest(server.base, token, 0.05) == {"written": 1}
-        deadline, state = time.monotonic() + 30, before
-        while time.monotonic() < deadline and state["status"] == "running":
-            time.sleep(0.5)
-            state = json.loads(_shell(server, STATE).strip().splitlines()[-1])
+        # Watched over the ledger API: a `manage.py shell` per poll costs seconds on a busy machine.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not _ledger_count(server.base, token, "step.failed"):
+            time.sleep(0.25)
+        state = json.loads(_shell(server, STATE).strip().splitlines()[-1])
 
         assert state["status"] == "failed", server.log.read_text()[-3000:]
         assert state["evaluations"] == [["ingest", "fail"]]
