@@ -1,5 +1,8 @@
 import json
+import os
+import signal
 import subprocess
+import time
 import urllib.request
 
 from tests.serving import served, stop
@@ -16,7 +19,12 @@ def _process_table() -> list[tuple[int, int, int, str]]:
     return rows
 
 
-def test_serve__run_then_ctrl_c__ready_with_worker_and_every_child_stopped(tmp_path):
+def test_serve__ready_worker_killed_then_ctrl_c__restarted_said_so_and_every_child_stopped(
+    tmp_path,
+):
+    """One served stack (building one costs tens of seconds): ready with its worker; a worker
+    killed (OOM, kill -9) is restarted rather than taking the web server down, so breaches are
+    acted on again once it is back; Ctrl-C then stops every child."""
     with served(tmp_path) as server:
         with urllib.request.urlopen(server.base + "/readyz") as response:
             checks = json.load(response)["checks"]
@@ -24,29 +32,6 @@ def test_serve__run_then_ctrl_c__ready_with_worker_and_every_child_stopped(tmp_p
         log = server.log.read_text()
         assert server.base in log and "Demo logins" in log
 
-        # serve puts each child (uvicorn, celery) in its own process group; all of them must go.
-        children = {
-            pid: args for pid, ppid, _, args in _process_table() if ppid == server.process.pid
-        }
-        assert any("uvicorn" in a for a in children.values()) and any(
-            "celery" in a for a in children.values()
-        )
-        assert stop(server) == 0
-    # A "<defunct>" entry has exited already; in a container without an init it is never reaped.
-    survivors = [
-        a for _, _, pgid, a in _process_table() if pgid in children and "<defunct>" not in a
-    ]
-    assert survivors == []
-
-
-def test_serve__worker_killed__restarted_and_said_so(tmp_path):
-    """A worker killed (OOM, kill -9) is restarted rather than taking the web server down, so
-    breaches are acted on again once it is back."""
-    import os
-    import signal
-    import time
-
-    with served(tmp_path) as server:
         def workers() -> list[int]:
             # Embedded: one worker with beat inside; with Redis: a worker and a separate beat.
             return [
@@ -65,4 +50,17 @@ def test_serve__worker_killed__restarted_and_said_so(tmp_path):
         assert len(workers()) == 1 and workers() != [worker]
         with urllib.request.urlopen(server.base + "/healthz") as response:
             assert response.status == 200
+
+        # serve puts each child (uvicorn, celery) in its own process group; all of them must go.
+        children = {
+            pid: args for pid, ppid, _, args in _process_table() if ppid == server.process.pid
+        }
+        assert any("uvicorn" in a for a in children.values()) and any(
+            "celery" in a for a in children.values()
+        )
         assert stop(server) == 0
+    # A "<defunct>" entry has exited already; in a container without an init it is never reaped.
+    survivors = [
+        a for _, _, pgid, a in _process_table() if pgid in children and "<defunct>" not in a
+    ]
+    assert survivors == []
