@@ -42,5 +42,10 @@ class ApiToken(models.Model):
         now = now or timezone.now()
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > now)
 
+    def state(self, now=None) -> str:
+        if self.revoked_at is not None:
+            return "revoked"
+        return "active" if self.is_usable(now) else "expired"
+
     def allows(self, scope: str) -> bool:
         return scope in self.scopes

@@ -1,19 +1,25 @@
 import copy
 import hashlib
+import re
 import secrets
 import threading
 import time
 from datetime import timedelta
 
-from django.contrib.auth.models import AbstractBaseUser, Permission
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser, Group, Permission
 from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import SCOPES, ApiToken
+from accounts.roles import MACHINE_ROLES
+from core.errors import InvalidInput, NotFound
 from core.invalidation import invalidation_live, invalidation_on, invalidation_publish
 from ledger.services import ledger_append
 
 TOKEN_PREFIX = "sw_"
+SERVICE_USER_PREFIX = "svc-"
+INTEGRATION_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 AUTH_TOPIC = "auth"
 _LAST_USED_RESOLUTION = timedelta(minutes=1)
 # A token's grant (its user, scopes, permissions) is answered from memory while this process
@@ -43,7 +49,7 @@ def auth_changed() -> None:
     invalidation_publish(AUTH_TOPIC)
 
 
-class TokenRefused(ValueError):
+class TokenRefused(InvalidInput):
     pass
 
 
@@ -72,7 +78,11 @@ def api_token_create(
     if not name.strip():
         raise TokenRefused("a token needs a name")
     if ApiToken.objects.filter(user=user, name=name).exists():
-        raise TokenRefused(f"{user.get_username()} already has a token named {name!r}")
+        # Revoked tokens keep their names: the ledger never shows two secrets under one name.
+        raise TokenRefused(
+            f"{user.get_username()} already has a token named {name!r} (revoked or not); "
+            "give the new one another name"
+        )
     if expires_in_days is not None and expires_in_days <= 0:
         raise TokenRefused("expiry must be a positive number of days")
     raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
@@ -100,19 +110,79 @@ def api_token_create(
 
 
 @transaction.atomic
-def api_token_revoke(*, token_id: int, actor: AbstractBaseUser | None = None) -> ApiToken:
-    """Revoke a token; revoking twice is a no-op. Ledger: api_token.revoked."""
-    token = ApiToken.objects.select_for_update().get(pk=token_id)
+def integration_token_create(
+    *,
+    role: str,
+    name: str,
+    expires_in_days: int | None = None,
+    actor: AbstractBaseUser,
+) -> tuple[ApiToken, str]:
+    """A token for an integration: issued to the service user `svc-<role>-<name>` (created here,
+    holding only that machine role, when it does not exist) with exactly the role's scopes.
+    Returns the token and its secret, which is never stored. Ledger: service_user.created (when
+    created), api_token.created."""
+    machine_role = MACHINE_ROLES.get(role)
+    if machine_role is None:
+        raise TokenRefused(
+            f"{role!r} is not an integration role (retired or never one); "
+            f"choose one of {', '.join(MACHINE_ROLES)}"
+        )
+    if not INTEGRATION_NAME.fullmatch(name):
+        raise TokenRefused(
+            "the name must be 1 to 63 lowercase letters, digits, '.', '_' or '-', "
+            f"starting with a letter or digit, e.g. node-exporter-eu (got {name!r})"
+        )
+    group = Group.objects.filter(name=role).first()
+    if group is None:
+        raise TokenRefused(f"the {role} role has no group yet: run `manage.py migrate`")
+    username = f"{SERVICE_USER_PREFIX}{role}-{name}"
+    # get_or_create: two admins creating the same integration at once get one service user.
+    user, created = get_user_model().objects.get_or_create(username=username)
+    if created:
+        user.set_unusable_password()  # a service user never signs in to a page
+        user.save(update_fields=["password"])
+        user.groups.set([group])
+        ledger_append(
+            action="service_user.created",
+            subject=user,
+            actor=actor,
+            payload={"username": username, "role": role},
+        )
+    elif user.has_usable_password() or list(user.groups.all()) != [group] or not user.is_active:
+        raise TokenRefused(
+            f"{username} exists but is not an active service user holding only the {role} role; "
+            "choose another name"
+        )
+    return api_token_create(
+        user=user,
+        name=name,
+        scopes=list(machine_role.scopes),
+        expires_in_days=expires_in_days,
+        actor=actor,
+    )
+
+
+@transaction.atomic
+def api_token_revoke(
+    *, token_id: int, actor: AbstractBaseUser | None = None, reason: str = ""
+) -> ApiToken:
+    """Revoke a token; revoking twice is a no-op. Ledger: api_token.revoked (with the reason)."""
+    token = ApiToken.objects.select_for_update().filter(pk=token_id).first()
+    if token is None:
+        raise NotFound(f"no API token with id {token_id}")
     if token.revoked_at is not None:
         return token
     token.revoked_at = timezone.now()
     token.save(update_fields=["revoked_at"])
+    payload = {"name": token.name, "user": token.user.get_username(), "prefix": token.prefix}
+    if reason:
+        payload["reason"] = reason
     ledger_append(
         action="api_token.revoked",
         subject=token,
         actor=actor,
         actor_label=None if actor else "manage.py",
-        payload={"name": token.name, "user": token.user.get_username(), "prefix": token.prefix},
+        payload=payload,
     )
     return token
 

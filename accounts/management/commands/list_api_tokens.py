@@ -8,8 +8,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         for t in ApiToken.objects.select_related("user").order_by("pk"):
-            state = "revoked" if t.revoked_at else ("expired" if not t.is_usable() else "active")
             used = f"{t.last_used_at:%Y-%m-%d %H:%M}" if t.last_used_at else "never"
             self.stdout.write(
-                f"{t.pk:>4}  {t.prefix}…  {t.user.get_username():<12} {t.name:<24} {state:<8} used {used}  {','.join(t.scopes)}"
+                f"{t.pk:>4}  {t.prefix}…  {t.user.get_username():<12} {t.name:<24} {t.state():<8} used {used}  {','.join(t.scopes)}"
             )
