@@ -108,6 +108,24 @@
     });
   });
 
+  // A button that copies a field's text: data-copy-target="#id" (a new API token, shown once).
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest ? event.target.closest("[data-copy-target]") : null;
+    if (!button) return;
+    var field = document.querySelector(button.dataset.copyTarget);
+    if (!field) return;
+    function copied() { button.textContent = "Copied"; }
+    function selectedOnly() { button.textContent = "Selected: press Ctrl+C"; }
+    field.select();
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(field.value).then(copied, selectedOnly);
+    } else if (document.execCommand("copy")) {
+      copied(); // plain http (a laptop demo) has no Clipboard API; the selection still copies
+    } else {
+      selectedOnly();
+    }
+  });
+
   // A checkbox that toggles a class on another element: data-toggle-class="name" data-toggle-target="#id".
   document.addEventListener("change", function (event) {
     var box = event.target;
