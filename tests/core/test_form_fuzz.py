@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
+from accounts.models import ApiToken
 from incidents.models import Incident
 from rollouts.models import Assumption, Decision, Deviation
 
@@ -52,6 +53,8 @@ FORM_POSTS = [
     "/incidents/{incident}/postmortem/write",
     "/slos/import",
     "/password/",
+    "/integrations/tokens",
+    "/integrations/tokens/{token}/revoke",
 ]
 # Every field name any form here reads, and a few it does not.
 FIELDS = [
@@ -70,6 +73,7 @@ FIELDS = [
     "evaluation",
     "evidence",
     "expected_effect",
+    "expires_in_days",
     "flag",
     "flag_enabled",
     "flag_key",
@@ -80,6 +84,7 @@ FIELDS = [
     "incident",
     "kind",
     "label",
+    "name",
     "note",
     "observed",
     "on",
@@ -129,6 +134,7 @@ _value = (
         ["", "0", "1", "-1", "100", "100.5", "on", "true", "start", "pause", "revert", "retry",
          "skip", "advance", "fail", "complete", "accept", "persist", "adapt", "kill", "other",
          "holding", "broken", "SEV1", "login-5", "new-login", "eu-west", "commander", "viewer",
+         "exporter", "flag-client", "node-eu",
          "9" * 40, "1e400", "NaN", "\x00", "a" * 5000]
     )
 )  # fmt: skip
@@ -152,6 +158,7 @@ def _ids() -> dict[str, object]:
         "assumption": Assumption.objects.order_by("pk").values_list("pk", flat=True).first() or 1,
         "deviation": Deviation.objects.order_by("pk").values_list("pk", flat=True).first() or 1,
         "decision": Decision.objects.order_by("pk").values_list("pk", flat=True).first() or 1,
+        "token": ApiToken.objects.order_by("pk").values_list("pk", flat=True).first() or 1,
     }
 
 
