@@ -115,7 +115,7 @@ def integration_token_create(
     role: str,
     name: str,
     expires_in_days: int | None = None,
-    actor: AbstractBaseUser,
+    actor: AbstractBaseUser | None,
 ) -> tuple[ApiToken, str]:
     """A token for an integration: issued to the service user `svc-<role>-<name>` (created here,
     holding only that machine role, when it does not exist) with exactly the role's scopes.
@@ -146,6 +146,7 @@ def integration_token_create(
             action="service_user.created",
             subject=user,
             actor=actor,
+            actor_label=None if actor else "manage.py",
             payload={"username": username, "role": role},
         )
     elif user.has_usable_password() or list(user.groups.all()) != [group] or not user.is_active:

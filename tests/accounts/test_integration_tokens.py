@@ -6,6 +6,7 @@ import json
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.core.management import CommandError, call_command
 
 from accounts import services as account_services
 from accounts.models import ApiToken
@@ -245,3 +246,28 @@ def test_flag_client_token__ofrep__flag_evaluated(admin):
     config_cache_clear()
     assert response.status_code == 200, response.content
     assert response.json()["value"] is True
+
+
+def test_create_api_token__role__service_user_token_printed_once_ledgered_as_manage_py(capsys):
+    call_command("create_api_token", "--role", "exporter", "--name", "eu")
+
+    raw = capsys.readouterr().out.strip()
+    token = ApiToken.objects.select_related("user").get()
+    assert raw.startswith("sw_") and token.user.username == "svc-exporter-eu"
+    assert token.scopes == ["metrics:write"]
+    assert set(LedgerEntry.objects.values_list("actor_label", flat=True)) == {"manage.py"}
+
+
+@pytest.mark.parametrize(
+    ("args", "why"),
+    [
+        (["--role", "tpm"], "'tpm' is not an integration role"),
+        (["--role", "exporter", "--scope", "ledger:read"], "drop --scope"),
+        (["--role", "exporter", "--user", "admin"], "either --role"),
+        ([], "either --role"),
+    ],
+)
+def test_create_api_token__role_misused__clear_error_nothing_created(args, why):
+    with pytest.raises(CommandError, match=why):
+        call_command("create_api_token", "--name", "eu", *args)
+    assert not ApiToken.objects.exists()
