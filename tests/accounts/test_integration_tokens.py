@@ -148,6 +148,13 @@ def test_integration_token_create__bad_name__refused_and_nothing_written(admin, 
     assert not ApiToken.objects.exists() and not LedgerEntry.objects.exists()
 
 
+def test_integration_token_create__refused_after_the_service_user__no_service_user_left(admin):
+    with pytest.raises(TokenRefused, match="expiry must be a positive number of days"):
+        integration_token_create(role="exporter", name="eu", expires_in_days=0, actor=admin)
+    assert not get_user_model().objects.filter(username="svc-exporter-eu").exists()
+    assert not LedgerEntry.objects.exists()
+
+
 def test_integration_token_create__name_of_a_person__refused(admin):
     UserFactory(username="svc-exporter-eu")  # someone who signs in with a password
     with pytest.raises(TokenRefused, match="not an active service user"):
