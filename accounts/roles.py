@@ -7,7 +7,7 @@ nothing they do not need, and name the one API scope their tokens get.
 
 from dataclasses import dataclass
 
-from django.contrib.auth.models import Group, Permission
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group, Permission
 
 DOMAIN_APPS = ("ledger", "signals", "rollouts", "incidents")
 
@@ -92,13 +92,13 @@ def roles_sync_after_migrate(**kwargs) -> None:
     roles_sync()
 
 
-def user_roles(user) -> list[str]:
+def user_roles(user: AbstractBaseUser | AnonymousUser | None) -> list[str]:
     """The human roles a signed-in user holds (machine roles belong to service users)."""
     if not getattr(user, "is_authenticated", False):
         return []
     return [name for name in user.groups.values_list("name", flat=True) if name in ROLE_WRITES]
 
 
-def user_is_admin(user) -> bool:
+def user_is_admin(user: AbstractBaseUser | AnonymousUser | None) -> bool:
     """The admin is a superuser (seed_demo, `manage.py createsuperuser`), not a role group."""
     return bool(getattr(user, "is_authenticated", False) and user.is_superuser)

@@ -126,6 +126,17 @@ def test_integration_token_new__bad_input__400_reason_beside_the_form_input_kept
     assert not ApiToken.objects.exists()
 
 
+def test_integration_token_new__plain_post_refused__400_full_page_reason_in_the_form(admin_client):
+    response = admin_client.post(CREATE, {"name": "eu", "role": "retired-bot"})
+
+    body = response.content.decode()
+    form = body[body.index('data-testid="token-create-form"') :].split("</form>")[0]
+    assert response.status_code == 400
+    assert "<h1>Integrations</h1>" in body
+    assert "is not an integration role" in form
+    assert not ApiToken.objects.exists()
+
+
 def test_integration_token_revoke__with_reason__row_shows_revoked_ledgered_token_refused(
     admin_client, admin
 ):
