@@ -4,10 +4,12 @@ revokes tokens. Everyone else is refused."""
 import hashlib
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from accounts.models import ApiToken
 from accounts.roles import roles_sync
-from accounts.services import integration_token_create
+from accounts.services import api_token_revoke, integration_token_create
 from ledger.models import LedgerEntry
 from tests.factories import UserFactory
 
@@ -149,9 +151,11 @@ def test_integration_token_revoke__with_reason__row_shows_revoked_ledgered_token
     assert response.status_code == 200
     assert body.startswith(f'<tr id="token-{token.pk}"')
     assert token.revoked_at is not None and 'data-testid="action-ok"' in body
+    assert "host retired" in body and "by root" in body
     assert ">Revoke</button>" not in body
     entry = LedgerEntry.objects.get(action="api_token.revoked")
     assert entry.payload["reason"] == "host retired" and entry.actor == admin
+    assert "host retired" in admin_client.get(PAGE).content.decode()
     ingest = admin_client.post(
         "/api/metrics/ingest",
         "{}",
@@ -191,3 +195,20 @@ def test_integration_token_revoke__not_the_admin__403_token_untouched(client, ad
     assert client.post(_revoke_url(token), {"reason": "x"}, **HTMX).status_code == 403
     token.refresh_from_db()
     assert token.revoked_at is None
+
+
+def test_integrations_page__more_tokens__same_number_of_queries(admin_client, admin):
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert admin_client.get(PAGE).status_code == 200
+        return len(captured)
+
+    def add(name: str) -> None:
+        token, _ = integration_token_create(role="exporter", name=name, actor=admin)
+        api_token_revoke(token_id=token.pk, actor=admin, reason="r")
+
+    add("a")
+    few = queries()
+    for name in ("b", "c", "d"):
+        add(name)
+    assert queries() == few
