@@ -92,6 +92,14 @@ class FlagRevertForm(forms.Form):
     expected_effect = forms.CharField(max_length=500, required=False)
 
 
+class PlanReleaseForm(forms.Form):
+    plan = forms.SlugField(max_length=80)
+    reason = forms.CharField(
+        max_length=300,
+        error_messages={"required": "say why the plan may go on during the incident"},
+    )
+
+
 class BreakGlassForm(forms.Form):
     switch = forms.IntegerField()
     on = forms.TypedChoiceField(choices=[("1", "on"), ("0", "off")], coerce=int)

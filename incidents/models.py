@@ -297,3 +297,23 @@ class BreakGlassSwitch(models.Model):
 
     def __str__(self) -> str:
         return self.label
+
+
+class PlanRelease(models.Model):
+    """The commander let a plan that this incident holds start steps again: a recorded call."""
+
+    incident = models.ForeignKey(Incident, on_delete=models.CASCADE, related_name="releases")
+    plan = models.ForeignKey("rollouts.Plan", on_delete=models.CASCADE, related_name="+")
+    reason = models.CharField(max_length=300)
+    released_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    released_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["incident", "plan"], name="plan_released_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"INC-{self.incident_id} released plan {self.plan_id}"

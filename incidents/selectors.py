@@ -5,6 +5,7 @@ from typing import Any
 
 from django.db.models import Exists, OuterRef, Q
 from django.shortcuts import get_object_or_404
+from django.urls import reverse
 from django.utils import timezone
 
 from incidents.models import (
@@ -17,7 +18,8 @@ from incidents.models import (
 )
 from incidents.rules import change_blocker, flag_revert_plan
 from ledger.models import LedgerEntry
-from rollouts.models import Decision, Flag, Step
+from rollouts.gates import PlanHold
+from rollouts.models import Decision, Flag, Plan, Step
 from rollouts.selectors import flag_revert_previews
 
 TIMELINE_SHOWN = 300
@@ -128,6 +130,7 @@ def console_live_context(*, incident_id: int) -> dict[str, Any]:
             Decision.objects.filter(incident_id=incident.pk).select_related("author").order_by("pk")
         ),
         "what_changed": what_changed(incident),
+        "held_plans": incident_held_plans(incident),
         "narration_due": narration_due(incident),
         "live": True,
     }
@@ -194,3 +197,47 @@ def incident_id_for_reference(reference: str) -> int | None:
     if prefix or not number.isdigit():
         return None
     return Incident.objects.filter(pk=int(number)).values_list("pk", flat=True).first()
+
+
+def incident_held_plans(incident: Incident) -> list[dict[str, Any]]:
+    """The plans an incident holds while open: those it names and those with a step that ships
+    one of its services (not closed ones). Each with the services it shares and its release."""
+    plans = {p.pk: p for p in incident.plans.exclude(status__in=Plan.CLOSED)}
+    shared: dict[int, set[str]] = {}
+    for step in (
+        Step.objects.filter(service__in=incident.services)
+        .exclude(plan__status__in=Plan.CLOSED)
+        .select_related("plan")
+    ):
+        plans.setdefault(step.plan_id, step.plan)
+        shared.setdefault(step.plan_id, set()).add(step.service)
+    releases = {r.plan_id: r for r in incident.releases.select_related("released_by")}
+    return [
+        {
+            "plan": plan,
+            "services": sorted(shared.get(plan.pk, ())),
+            "release": releases.get(plan.pk),
+        }
+        for plan in sorted(plans.values(), key=lambda p: p.key)
+    ]
+
+
+def incident_plan_holds(plans: list[Plan]) -> dict[int, list[PlanHold]]:
+    """Plan id -> the open incidents holding it (rollouts.gates asks; registered in apps.py)."""
+    wanted = {plan.pk for plan in plans if not plan.is_closed}
+    holds: dict[int, list[PlanHold]] = {}
+    if not wanted:
+        return holds
+    for incident in Incident.objects.filter(status__in=Incident.OPEN).order_by("pk"):
+        for held in incident_held_plans(incident):
+            plan = held["plan"]
+            if plan.pk not in wanted or held["release"] is not None:
+                continue
+            what = ", ".join([*held["services"], incident.get_severity_display()])
+            holds.setdefault(plan.pk, []).append(
+                PlanHold(
+                    label=f"INC-{incident.pk} ({what})",
+                    url=reverse("incident-console", kwargs={"incident_id": incident.pk}),
+                )
+            )
+    return holds

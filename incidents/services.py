@@ -4,6 +4,7 @@ The timeline entry is the incident's record and the ledger entry is the platform
 written in the same transaction, and the console is pushed on commit.
 """
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -19,10 +20,12 @@ from incidents.models import (
     Change,
     Hypothesis,
     Incident,
+    PlanRelease,
     RoleAssignment,
     TimelineEntry,
 )
 from incidents.rules import change_blocker, flag_move, flag_revert_plan, revert_plan_problem
+from incidents.selectors import incident_held_plans
 from ledger.services import ledger_append
 from live.broadcast import stream_touch
 from rollouts.models import Decision, Flag, FlagVersion, Plan, Step
@@ -54,6 +57,14 @@ def console_touch(*, incident: Incident, event: str, entry: TimelineEntry | None
     """Mark the console changed. An event that only adds `entry` to the timeline pushes that one
     entry (appended in sequence order), not the whole console."""
     stream_touch(stream=incident.stream, event=event, ref=None if entry is None else entry.pk)
+
+
+def _held_plans_touch(incident: Incident, *, also: Iterable[Plan] = ()) -> None:
+    """The plans this incident holds (or held: `also`) show it on their pages: push them."""
+    plans = {held["plan"].pk: held["plan"] for held in incident_held_plans(incident)}
+    plans.update({plan.pk: plan for plan in also})
+    for plan in plans.values():
+        stream_touch(stream=plan.stream, event="plan.hold_changed")
 
 
 def _timeline(
@@ -195,6 +206,7 @@ def incident_declare(
             {"user": actor.get_username(), "role": RoleAssignment.Role.COMMANDER.value},
         )
     console_touch(incident=incident, event="incident.declared")
+    _held_plans_touch(incident)
     return incident
 
 
@@ -280,6 +292,7 @@ def incident_status_change(
     )
     _ledger(incident, f"incident.{status}", actor, {"from": before, "to": status, "reason": reason})
     console_touch(incident=incident, event=f"incident.{status}")
+    _held_plans_touch(incident)
     return incident
 
 
@@ -301,6 +314,7 @@ def incident_triage(
         raise InvalidInput("severity must be SEV1, SEV2, SEV3 or SEV4")
     services, reason = _services_clean(services), (reason or "").strip()
     before = {"severity": incident.get_severity_display(), "services": incident.services}
+    held_before = [held["plan"] for held in incident_held_plans(incident)]
     moved = severity != incident.severity
     if not moved and services == incident.services:
         raise InvalidInput(
@@ -330,7 +344,57 @@ def incident_triage(
     )
     _ledger(incident, "incident.triaged", actor, {"from": before, "to": after, "reason": reason})
     console_touch(incident=incident, event="incident.triaged")
+    _held_plans_touch(incident, also=held_before)
     return incident
+
+
+@transaction.atomic
+def incident_plan_release(
+    *, incident_id: int, plan_key: str, reason: str, actor: AbstractBaseUser | None
+) -> PlanRelease:
+    """The incident's commander lets a plan it holds start steps again, saying why (the plan's
+    change is the fix, or unrelated after all). Idempotent: a second click returns the release.
+    Ledger: incident.plan_released; on the timeline; the plan page is pushed."""
+    incident = _lock(incident_id)
+    _require_command(incident, actor, "release a plan")
+    commander = _commander(incident)
+    if commander is None or commander.user_id != actor.pk:
+        who = commander.user.get_username() if commander else "nobody (take command first)"
+        raise TransitionRefused(f"only INC-{incident.pk}'s commander releases its plans: {who}")
+    held = {h["plan"].key: h for h in incident_held_plans(incident)}
+    if plan_key not in held:
+        raise InvalidInput(
+            f"INC-{incident.pk} does not hold plan {plan_key!r}"
+            + (f"; it holds {', '.join(sorted(held))}" if held else "")
+        )
+    if held[plan_key]["release"] is not None:
+        return held[plan_key]["release"]
+    reason = (reason or "").strip()
+    if not reason:
+        raise InvalidInput(f"say why plan {plan_key} may go on during INC-{incident.pk}")
+    plan = held[plan_key]["plan"]
+    release = PlanRelease.objects.create(
+        incident=incident, plan=plan, reason=reason[:300], released_by=actor
+    )
+    who = _who(actor)
+    _timeline(
+        incident,
+        kind=TimelineEntry.Kind.DECISION,
+        text=f"{who} released plan {plan.key}: its steps may start again. Why: {reason}",
+        actor=actor,
+        data={"plan": plan.key},
+    )
+    ledger_append(
+        action="incident.plan_released",
+        subject=incident,
+        actor=actor,
+        payload={"incident": incident.pk, "plan": plan.key, "reason": reason},
+        incident_id=incident.pk,
+        plan_id=plan.pk,
+    )
+    console_touch(incident=incident, event="incident.plan_released")
+    stream_touch(stream=plan.stream, event="plan.released")
+    return release
 
 
 @transaction.atomic

@@ -31,6 +31,11 @@ urlpatterns = [
         name="incident-change-verify",
     ),
     path("incidents/<int:incident_id>/flag-revert", views.flag_revert, name="incident-flag-revert"),
+    path(
+        "incidents/<int:incident_id>/plan-release",
+        views.plan_release,
+        name="incident-plan-release",
+    ),
     path("incidents/<int:incident_id>/break-glass", views.break_glass, name="incident-break-glass"),
     path("incidents/<int:incident_id>/handover", views.handover, name="incident-handover"),
     path("incidents/<int:incident_id>/roles", views.role_assign, name="incident-role"),

@@ -153,6 +153,21 @@ def triage(request: HttpRequest, incident_id: int) -> HttpResponse:
 
 @require_POST
 @permission_required("incidents.command", raise_exception=True)
+def plan_release(request: HttpRequest, incident_id: int) -> HttpResponse:
+    form = forms.PlanReleaseForm(request.POST)
+    return _console_action(
+        request,
+        incident_id,
+        form,
+        lambda d: services.incident_plan_release(
+            incident_id=incident_id, plan_key=d["plan"], reason=d["reason"], actor=request.user
+        ),
+        f"plan {form.data.get('plan', '')} released",
+    )
+
+
+@require_POST
+@permission_required("incidents.command", raise_exception=True)
 def hypothesis_state(request: HttpRequest, incident_id: int) -> HttpResponse:
     return _console_action(
         request,

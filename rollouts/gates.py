@@ -1,7 +1,8 @@
-"""The error budget gate: a step may require that an SLO has more than a share of its error budget
-left. Pure reads; `rollouts.rules` turns a closed gate into the reason a step cannot start."""
+"""What holds a step's start from outside its plan: the error budget gate (a step may require that
+an SLO has more than a share of its error budget left) and plan holds (an open incident on the
+plan's services). Pure reads; `rollouts.rules` turns either into the reason a step cannot start."""
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -149,3 +150,41 @@ def budget_gate_blockers(steps: Iterable[Step]) -> dict[int, str]:
     """Step id -> why its error budget gate holds it now (see `blockers_of`), computed for all
     `steps` with one `slo_statuses` call over their distinct SLOs."""
     return blockers_of(budget_gates(s for s in steps if s.status in STARTABLE))
+
+
+@dataclass(frozen=True)
+class PlanHold:
+    """Something outside the plan that holds every start in it until it lets go."""
+
+    label: str  # "INC-12 (accounts-api, SEV2)"
+    url: str
+
+
+HoldSource = Callable[[list[Plan]], dict[int, list[PlanHold]]]
+_hold_sources: list[HoldSource] = []
+
+
+def plan_hold_source_register(source: HoldSource) -> None:
+    """Apps above rollouts (incidents) say what holds plans; rollouts may not import them."""
+    if source not in _hold_sources:
+        _hold_sources.append(source)
+
+
+def plan_holds(plans: Iterable[Plan]) -> dict[int, list[PlanHold]]:
+    """Plan id -> what holds its starts now (empty when nothing does)."""
+    plans = list(plans)
+    holds: dict[int, list[PlanHold]] = {plan.pk: [] for plan in plans}
+    for source in _hold_sources:
+        for plan_id, found in source(plans).items():
+            holds[plan_id].extend(found)
+    return holds
+
+
+def plan_hold_reason(holds: Iterable[PlanHold]) -> str | None:
+    labels = [hold.label for hold in holds]
+    if not labels:
+        return None
+    return (
+        f"held by {', '.join(labels)}: no step starts until the incident resolves or its "
+        "commander releases the plan"
+    )

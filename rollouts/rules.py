@@ -212,8 +212,11 @@ def start_blocker(
     deps: dict[int, list[int]],
     budget: Mapping[int, str] | None = None,
     assumptions: Sequence[Assumption] | None = None,
+    held: str | None = None,
 ) -> str | None:
-    """Why `step` may not start now, or None. `siblings` are all steps of the plan;
+    """Why `step` may not start now, or None. `held` says why something outside the plan (an
+    open incident on its services: `rollouts.gates.plan_holds`) holds every start in it.
+    `siblings` are all steps of the plan;
     `deps` maps step id -> ids it depends on; `budget` maps step id -> why its error budget
     gate holds it (`rollouts.gates.budget_gate_blockers`), checked after every other rule so
     that an override of the gate can only ever bypass the gate; `assumptions` are the plan's
@@ -224,6 +227,8 @@ def start_blocker(
         return f"plan is {plan.status}: only an active plan starts steps"
     if step.status not in {Step.Status.PENDING, Step.Status.READY}:
         return f"step is {step.status}"
+    if held:
+        return held
     if assumptions is not None and (
         held := assumption_blocker(
             lockstep_members(step, by_id.values()), plan=plan, assumptions=assumptions
@@ -277,13 +282,21 @@ def action_blockers(
     deps: dict[int, list[int]],
     budget: Mapping[int, str] | None = None,
     assumptions: Sequence[Assumption] | None = None,
+    held: str | None = None,
 ) -> dict[str, str | None]:
-    """For each button on a step: None when allowed, else why not."""
+    """For each button on a step: None when allowed, else why not. Only a start is held by
+    an incident (`held`): a revert or a failure is the safety net and is never held."""
     status = step.status
     frozen = None if plan.status == Plan.Status.ACTIVE else f"plan is {plan.status}"
     return {
         "start": start_blocker(
-            step, plan=plan, siblings=siblings, deps=deps, budget=budget, assumptions=assumptions
+            step,
+            plan=plan,
+            siblings=siblings,
+            deps=deps,
+            budget=budget,
+            assumptions=assumptions,
+            held=held,
         ),
         "advance": frozen
         or (

@@ -13,7 +13,13 @@ from core.markdown import md_text
 from core.text import clip
 from ledger.models import LedgerEntry
 from rollouts.charts import canary_chart
-from rollouts.gates import blockers_of, budget_gate_blockers, budget_gates
+from rollouts.gates import (
+    blockers_of,
+    budget_gate_blockers,
+    budget_gates,
+    plan_hold_reason,
+    plan_holds,
+)
 from rollouts.models import (
     Assumption,
     Decision,
@@ -179,11 +185,25 @@ def step_actions(*, step: Step) -> dict[str, Any]:
     assumptions = assumptions_for_plans([step.plan_id])[step.plan_id]
     gates = budget_gates(steps)
     budget = blockers_of(gates)
+    held = plan_hold_reason(plan_holds([step.plan])[step.plan_id])
     blockers = action_blockers(
-        loaded, plan=step.plan, siblings=steps, deps=deps, budget=budget, assumptions=assumptions
+        loaded,
+        plan=step.plan,
+        siblings=steps,
+        deps=deps,
+        budget=budget,
+        assumptions=assumptions,
+        held=held,
     )
     gate_holds = blockers["start"] is not None and (
-        start_blocker(loaded, plan=step.plan, siblings=steps, deps=deps, assumptions=assumptions)
+        start_blocker(
+            loaded,
+            plan=step.plan,
+            siblings=steps,
+            deps=deps,
+            assumptions=assumptions,
+            held=held,
+        )
         is None
     )
     members = lockstep_members(loaded, steps) if gate_holds else []
@@ -235,12 +255,20 @@ def plan_live_context(*, plan_id: int) -> dict[str, Any]:
     by_id = {s.pk: s for s in steps}
     budget = budget_gate_blockers(steps)
     assumptions = assumptions_for_plans([plan.pk])[plan.pk]
+    holds = plan_holds([plan])[plan.pk]
+    held = plan_hold_reason(holds)
     rows = [
         StepRow(
             step=s,
             depends_on=[by_id[d].key for d in deps.get(s.pk, [])],
             blockers=action_blockers(
-                s, plan=plan, siblings=steps, deps=deps, budget=budget, assumptions=assumptions
+                s,
+                plan=plan,
+                siblings=steps,
+                deps=deps,
+                budget=budget,
+                assumptions=assumptions,
+                held=held,
             ),
             targets=list(s.step_targets.all()),
             lockstep=[m.key for m in lockstep_members(s, steps) if m.pk != s.pk],
@@ -261,6 +289,7 @@ def plan_live_context(*, plan_id: int) -> dict[str, Any]:
     return {
         "plan": plan,
         "pause": plan_pause(plan),
+        "holds": holds,
         "rows": rows,
         "deviations": deviations,
         "graph": graph,
@@ -314,6 +343,7 @@ def portfolio(*, team: str = "", status: str = "") -> list[dict[str, Any]]:
         steps_by_plan[step.plan_id].append(step)
     budget = budget_gate_blockers(all_steps)
     assumptions = assumptions_for_plans(p.pk for p in plans)
+    holds = plan_holds(plans)
     thrashing = plans_thrashing(plans)
     rows = []
     for plan in plans:
@@ -334,6 +364,7 @@ def portfolio(*, team: str = "", status: str = "") -> list[dict[str, Any]]:
                 deps=all_deps,
                 budget=budget,
                 assumptions=assumptions[plan.pk],
+                held=plan_hold_reason(holds[plan.pk]),
             )
             if waiting
             else None
@@ -349,6 +380,7 @@ def portfolio(*, team: str = "", status: str = "") -> list[dict[str, Any]]:
                 "failed": [s for s in steps if s.status == Step.Status.FAILED],
                 "progress": round(100 * plan.done / plan.total) if plan.total else 0,
                 "thrash": thrashing.get(plan.pk),
+                "holds": holds[plan.pk],
                 "decision_needed": not plan.is_closed
                 and bool(decision_needed(assumptions[plan.pk])),
             }

@@ -11,7 +11,7 @@ from core.errors import InvalidInput, NotFound, TransitionRefused
 from core.text import percent_text
 from ledger.services import ledger_append
 from live.broadcast import stream_touch
-from rollouts.gates import budget_gate_blockers
+from rollouts.gates import budget_gate_blockers, plan_hold_reason, plan_holds
 from rollouts.models import (
     Decision,
     Flag,
@@ -275,8 +275,15 @@ def step_transition(
             budget_gate_blockers(members) if action == "start" and budget_override is None else {}
         )
         assumptions = assumptions_for_plans([plan.pk])[plan.pk] if action == "start" else None
+        held = plan_hold_reason(plan_holds([plan])[plan.pk]) if action == "start" else None
         blocker = action_blockers(
-            step, plan=plan, siblings=siblings, deps=deps, budget=budget, assumptions=assumptions
+            step,
+            plan=plan,
+            siblings=siblings,
+            deps=deps,
+            budget=budget,
+            assumptions=assumptions,
+            held=held,
         )[action]
         if blocker:
             raise TransitionRefused(f"{step.key} cannot {action}: {blocker}")

@@ -17,6 +17,7 @@ from incidents.services import (
     change_verify,
     hypothesis_state,
     incident_declare,
+    incident_plan_release,
     incident_status_change,
     narration_post,
 )
@@ -277,6 +278,13 @@ class Command(BaseCommand):
             actor=commander,
         )
         incident_status_change(incident_id=incident.pk, status="investigating", actor=commander)
+        # The incident held the migration plan the moment it opened; the commander lets it go on.
+        incident_plan_release(
+            incident_id=incident.pk,
+            plan_key="identity-migration",
+            reason="the login-5 ramp is how we test the fix; its revert stays one click away",
+            actor=commander,
+        )
         narration_post(
             incident_id=incident.pk,
             text="Error rate on /login is 2.4% in eu-west, normal elsewhere. Looking at the gateway.",
