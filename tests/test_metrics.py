@@ -7,7 +7,6 @@ import uuid
 
 import pytest
 from prometheus_client import REGISTRY
-from prometheus_client.parser import text_string_to_metric_families
 
 from accounts.services import api_token_create
 from core.redis import redis_client
@@ -16,25 +15,11 @@ from live.hub import Hub
 from rollouts import ofrep
 from signals.services import samples_ingest
 from tests.asgi_client import AsgiClient
+from tests.metrics_scrape import fresh_evaluation_tally, scrape, value  # noqa: F401
 
 pytestmark = pytest.mark.django_db
 
 OUTSIDE = "203.0.113.9"
-
-
-def scrape(client, **extra) -> dict[tuple[str, frozenset], float]:
-    """{(sample name, labels): value} of one 200 scrape."""
-    response = client.get("/metrics", **extra)
-    assert response.status_code == 200, response.content
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(response.content.decode())
-        for sample in family.samples
-    }
-
-
-def value(scraped: dict, name: str, **labels: str) -> float | None:
-    return scraped.get((name, frozenset(labels.items())))
 
 
 def _token(role_user, *scopes: str) -> str:
