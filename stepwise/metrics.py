@@ -20,6 +20,8 @@ from typing import Any
 from django.conf import settings
 from django.db.models import Count, Max, Q, QuerySet, Sum
 from django.utils import timezone
+from kombu.transport.redis import PRIORITY_STEPS
+from kombu.transport.redis import Channel as RedisChannel
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -41,9 +43,6 @@ logger = logging.getLogger(__name__)
 SCOPE = "metrics:read"
 EVALUATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 REVERT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-# kombu's Redis transport keeps a queue's messages of each priority step in a list of its own.
-KOMBU_PRIORITY_STEPS = (0, 3, 6, 9)
-KOMBU_PRIORITY_SEPARATOR = "\x06\x16"
 
 
 def address_allowed(
@@ -210,9 +209,10 @@ class _Stored(Collector):
         queues = [queue.name for queue in settings.CELERY_TASK_QUEUES]
         try:
             with redis_client().pipeline(transaction=False) as pipe:
+                # kombu keeps a queue's messages of each priority step in a list of its own.
                 for queue in queues:
-                    for step in KOMBU_PRIORITY_STEPS:
-                        suffix = f"{KOMBU_PRIORITY_SEPARATOR}{step}" if step else ""
+                    for step in PRIORITY_STEPS:
+                        suffix = f"{RedisChannel.sep}{step}" if step else ""
                         pipe.llen(f"{prefix}{queue}{suffix}")
                 lengths = pipe.execute()
         except Exception as exc:
@@ -221,7 +221,7 @@ class _Stored(Collector):
         depths = GaugeMetricFamily(
             "stepwise_celery_queue_depth", "Tasks waiting in each Celery queue", labels=["queue"]
         )
-        per_queue = len(KOMBU_PRIORITY_STEPS)
+        per_queue = len(PRIORITY_STEPS)
         for i, queue in enumerate(queues):
             depths.add_metric([queue], sum(lengths[i * per_queue : (i + 1) * per_queue]))
         return depths
