@@ -6,9 +6,12 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from accounts.services import api_token_authenticate
 from core.http import api_unauthorized
 
-API_PREFIXES = ("/api/", "/ofrep/")
+API_PREFIXES = ("/api/", "/ofrep/", "/metrics")
 # Served to anyone: the description of the API, not its data.
 PUBLIC_API_PATHS = ("/api/schema",)
+# A token is authenticated when sent; without one the view decides (/metrics admits the
+# addresses in STEPWISE_METRICS_ALLOW_IPS).
+TOKEN_OPTIONAL_PATHS = ("/metrics",)
 
 
 def presented_token(request: HttpRequest) -> str | None:
@@ -46,6 +49,8 @@ class ApiTokenMiddleware:
             )
         if on_api and request.path not in PUBLIC_API_PATHS:
             if raw is None:
+                if request.path in TOKEN_OPTIONAL_PATHS:
+                    return self.get_response(request)
                 return api_unauthorized(
                     "authentication required: send an API token (Authorization: Bearer sw_...); "
                     "the API does not accept a browser session"

@@ -7,6 +7,7 @@ SCOPES = {
     "ledger:write": "record manual ledger entries",
     "flags:evaluate": "evaluate feature flags over OFREP",
     "metrics:write": "ingest metric samples",
+    "metrics:read": "scrape Stepwise's own metrics (/metrics)",
     "deploys:write": "report deploys through the webhook",
     "incidents:write": "declare incidents and post alerts",
     "plans:write": "apply plans and drive steps",

@@ -12,6 +12,7 @@ from django.conf import settings
 from django.utils.html import escape
 
 from core.http import BadBody, json_parse
+from core.metrics import LIVE_WEBSOCKETS
 from live.hub import process_hub
 from live.streams import (
     StreamNameInvalid,
@@ -74,11 +75,14 @@ class LiveConsumer(AsyncWebsocketConsumer):
         self.lock = asyncio.Lock()
         self.poller: asyncio.Task | None = None
         self.session_group = ""
+        self.counted = False
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
         await self.accept()
+        LIVE_WEBSOCKETS.inc()
+        self.counted = True
         session = self.scope.get("session")
         if session is not None and session.session_key:
             self.session_group = session_group(session.session_key)
@@ -90,6 +94,9 @@ class LiveConsumer(AsyncWebsocketConsumer):
         await self.close(code=CLOSE_UNAUTHENTICATED)
 
     async def disconnect(self, code: int) -> None:
+        if getattr(self, "counted", False):
+            LIVE_WEBSOCKETS.dec()
+            self.counted = False
         if self.poller:
             self.poller.cancel()
         if self.session_group:

@@ -12,11 +12,13 @@ import contextvars
 import json
 import logging
 import threading
+import time
 from typing import Protocol
 
 from channels.db import database_sync_to_async
 from django.conf import settings
 
+from core.metrics import LIVE_PUSH_SECONDS
 from core.redis import redis_client
 from live.replay import stream_replay
 from live.streams import cursor_html
@@ -52,7 +54,7 @@ class Hub:
         self.listener: asyncio.Task | None = None
         self.delivered = 0
         self.expected: dict[str, int] = {}
-        self.held: dict[str, dict[int, str]] = {}
+        self.held: dict[str, dict[int, tuple[str, float | None]]] = {}
         self.replays: dict[tuple[str, int], tuple[float, asyncio.Future]] = {}
 
     def watch(self, stream: str, socket: Socket) -> None:
@@ -75,7 +77,11 @@ class Hub:
             await asyncio.wait_for(self.connected.wait(), timeout)
         return self.connected.is_set()
 
-    async def dispatch(self, stream: str, seq: int, html: str) -> None:
+    async def dispatch(
+        self, stream: str, seq: int, html: str, sent_at: float | None = None
+    ) -> None:
+        """Write the frame to this process's sockets; `sent_at` is when it was sent after its
+        commit (time.time(), in whichever process committed it)."""
         watchers = list(self.sockets.get(stream, ()))
         frame = html + cursor_html(stream, seq)  # encoded once for every socket
         for socket in watchers:
@@ -84,22 +90,24 @@ class Hub:
             except Exception:
                 logger.exception("live delivery to one socket failed", extra={"stream": stream})
         self.delivered += len(watchers)
+        if watchers and sent_at is not None:
+            LIVE_PUSH_SECONDS.observe(max(0.0, time.time() - sent_at))
 
-    async def receive(self, stream: str, seq: int, html: str) -> None:
+    async def receive(self, stream: str, seq: int, html: str, sent_at: float | None = None) -> None:
         """A frame from Redis (or this process): dispatched in sequence order where it can be."""
         expected = self.expected.get(stream)
         if expected is not None and seq > expected:
             held = self.held.setdefault(stream, {})
-            held[seq] = html
+            held[seq] = (html, sent_at)
             if len(held) == 1:
                 self.loop.call_later(REORDER_SECONDS, self._release_later, stream)
             return
-        await self.dispatch(stream, seq, html)
+        await self.dispatch(stream, seq, html, sent_at)
         self.expected[stream] = max(seq + 1, expected or 0)
         held = self.held.get(stream, {})
         while self.expected[stream] in held:
             next_seq = self.expected[stream]
-            await self.dispatch(stream, next_seq, held.pop(next_seq))
+            await self.dispatch(stream, next_seq, *held.pop(next_seq))
             self.expected[stream] = next_seq + 1
 
     def _release_later(self, stream: str) -> None:
@@ -109,7 +117,7 @@ class Hub:
         """The frame before these never came: send them anyway; the sockets replay the gap."""
         held = self.held.pop(stream, {})
         for seq in sorted(held):
-            await self.dispatch(stream, seq, held[seq])
+            await self.dispatch(stream, seq, *held[seq])
             self.expected[stream] = max(seq + 1, self.expected.get(stream, 0))
 
     async def replay(self, stream: str, after: int) -> tuple[int, str] | None:
@@ -129,8 +137,8 @@ class Hub:
             entry = self.replays[(stream, after)] = (now, drawing)
         return await asyncio.shield(entry[1])
 
-    def schedule(self, stream: str, seq: int, html: str) -> None:
-        self.loop.create_task(self.receive(stream, seq, html))
+    def schedule(self, stream: str, seq: int, html: str, sent_at: float | None = None) -> None:
+        self.loop.create_task(self.receive(stream, seq, html, sent_at))
 
     async def _listen(self) -> None:
         from redis.asyncio import Redis
@@ -150,7 +158,9 @@ class Hub:
                     if message.get("type") != "message":
                         continue
                     frame = json.loads(message["data"])
-                    await self.receive(frame["stream"], frame["seq"], frame["html"])
+                    await self.receive(
+                        frame["stream"], frame["seq"], frame["html"], frame.get("sent_at")
+                    )
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -189,9 +199,11 @@ def process_hub() -> Hub:
 
 def frame_send(*, stream: str, seq: int, html: str) -> None:
     """Send a committed frame to every process's sockets (called from synchronous code)."""
+    sent_at = time.time()
     if settings.REDIS_URL:
         redis_client().publish(
-            pubsub_channel(), json.dumps({"stream": stream, "seq": seq, "html": html})
+            pubsub_channel(),
+            json.dumps({"stream": stream, "seq": seq, "html": html, "sent_at": sent_at}),
         )
         return
     with _hubs_lock:
@@ -200,5 +212,5 @@ def frame_send(*, stream: str, seq: int, html: str) -> None:
         # A fresh context: the caller's (a sync_to_async thread) must not follow the delivery,
         # or its database reads would queue behind the very call that sent the frame.
         hub.loop.call_soon_threadsafe(
-            hub.schedule, stream, seq, html, context=contextvars.Context()
+            hub.schedule, stream, seq, html, sent_at, context=contextvars.Context()
         )

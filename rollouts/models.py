@@ -559,6 +559,14 @@ class Evaluation(models.Model):
     canary = models.JSONField(default=dict, blank=True, help_text="canary judgement")
     reason = models.CharField(max_length=500)
     evaluated_at = models.DateTimeField(default=timezone.now)
+    duration_seconds = models.FloatField(
+        null=True, blank=True, help_text="from the start of measuring to the verdict written"
+    )
+    revert_seconds = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="its action reverted the step's flag this long after the breach was detected",
+    )
 
     class Meta:
         ordering = ["verification", "-sequence"]

@@ -26,6 +26,7 @@ from accounts.services import api_token_authenticate, api_token_cached
 from core.errors import NotFound
 from core.http import BadBody, access_refusal, json_parse
 from core.invalidation import invalidation_listen
+from core.metrics import ofrep_observe
 from rollouts.evaluation import (
     FLAG_NOT_FOUND,
     PARSE_ERROR,
@@ -339,8 +340,15 @@ async def _body(receive: Callable[[], Awaitable[dict]]) -> bytes | None:
     return b"".join(chunks)
 
 
+def _endpoint(path: str) -> str:
+    if path == BULK_PATH:
+        return "bulk"
+    return "single" if path.startswith(BULK_PATH + "/") else "other"
+
+
 async def ofrep_app(scope: dict, receive: Callable, send: Callable) -> None:
     """The ASGI application for every path under /ofrep/."""
+    started = time.perf_counter()
     headers = dict(scope["headers"])
     try:
         body = await _body(receive)
@@ -366,6 +374,11 @@ async def ofrep_app(scope: dict, receive: Callable, send: Callable) -> None:
         {"type": "http.response.start", "status": answer.status, "headers": response_headers}
     )
     await send({"type": "http.response.body", "body": answer.body})
+    ofrep_observe(
+        endpoint=_endpoint(scope["path"]),
+        status=answer.status,
+        seconds=time.perf_counter() - started,
+    )
 
 
 def ofrep_route(django_app: Callable) -> Callable:

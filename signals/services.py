@@ -2,12 +2,14 @@ import json
 import math
 import re
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import django.dispatch
 from django.db import transaction
 from django.utils import timezone
 
+from core.metrics import SAMPLES_INGESTED
 from signals.models import SLO, MetricSource, Sample
 from signals.slo_spec import BUILTIN, MetricRef, SLISpec, SLOInvalid, SLOSpec
 
@@ -154,6 +156,7 @@ def samples_ingest(*, payload: Any, now: datetime | None = None) -> int:
     Sample.objects.bulk_create(rows, batch_size=1_000, ignore_conflicts=True)
     metrics = {row.name for row in rows}
     transaction.on_commit(lambda: samples_ingested.send(sender=Sample, metrics=metrics))
+    transaction.on_commit(partial(SAMPLES_INGESTED.inc, len(rows)))
     return len(rows)
 
 

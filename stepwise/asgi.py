@@ -14,6 +14,7 @@ from django.db import connections  # noqa: E402
 from django.urls import path  # noqa: E402
 
 from accounts.checks import demo_passwords_check  # noqa: E402
+from core.metrics import metrics_process_exit  # noqa: E402
 from live.consumers import LiveConsumer  # noqa: E402
 from live.origin import SameOriginValidator  # noqa: E402
 from rollouts.ofrep import ofrep_route, serving_start  # noqa: E402
@@ -49,6 +50,7 @@ async def lifespan(scope: dict, receive: Callable, send: Callable) -> None:
             serving_start()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
+            metrics_process_exit()
             await send({"type": "lifespan.shutdown.complete"})
             return
 

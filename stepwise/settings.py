@@ -1,6 +1,7 @@
 """Stepwise settings: embedded defaults (SQLite, in-memory channel layer, filesystem broker),
 PostgreSQL and Redis when DATABASE_URL / REDIS_URL are set, hardened when STEPWISE_ENV=production."""
 
+import ipaddress
 import os
 import warnings
 from pathlib import Path
@@ -247,6 +248,18 @@ THRASH_DAYS = float(os.environ.get("STEPWISE_THRASH_DAYS", "14"))
 THRASH_KILL_AFTER_PERSIST_DAYS = float(
     os.environ.get("STEPWISE_THRASH_KILL_AFTER_PERSIST_DAYS", "7")
 )
+
+# Who may scrape /metrics without a token: addresses or networks, comma-separated (empty: only
+# tokens with the metrics:read scope). The direct peer's address: behind a proxy on this host,
+# the proxy's (see docs/operations.md).
+try:
+    METRICS_ALLOW_NETWORKS = [
+        ipaddress.ip_network(part.strip(), strict=False)
+        for part in os.environ.get("STEPWISE_METRICS_ALLOW_IPS", "127.0.0.0/8,::1").split(",")
+        if part.strip()
+    ]
+except ValueError as exc:
+    raise ImproperlyConfigured(f"STEPWISE_METRICS_ALLOW_IPS: {exc}") from exc
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

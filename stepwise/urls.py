@@ -12,6 +12,7 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
     path("api/schema", views.api_schema, name="api-schema"),
+    path("metrics", views.metrics, name="metrics"),
     path("", include("ledger.urls")),
     path("", include("signals.urls")),
     path("", include("rollouts.urls")),

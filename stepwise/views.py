@@ -10,9 +10,12 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.loader import render_to_string
 from django.views import defaults
 from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_exempt
 
 from accounts.middleware import API_PREFIXES
+from core.http import api_unauthorized
 from stepwise.health import readiness_checks
+from stepwise.metrics import CONTENT_TYPE, metrics_exposition, metrics_refusal
 
 
 @login_not_required
@@ -57,6 +60,26 @@ def readyz(request: HttpRequest) -> JsonResponse:
         },
         status=200 if ready else 503,
     )
+
+
+@login_not_required
+@csrf_exempt  # reads no session: a token or the peer's address decides
+@never_cache
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus scrapes: a token with the metrics:read scope, or an allowed address."""
+    if request.method not in ("GET", "HEAD"):
+        response = JsonResponse({"error": "method not allowed here: use GET"}, status=405)
+        response["Allow"] = "GET"
+        return response
+    refusal = metrics_refusal(
+        address=request.META.get("REMOTE_ADDR", ""), token=getattr(request, "api_token", None)
+    )
+    if refusal is not None:
+        status, reason = refusal
+        if status == 401:
+            return api_unauthorized(reason)
+        return JsonResponse({"error": reason}, status=status)
+    return HttpResponse(metrics_exposition(), content_type=CONTENT_TYPE)
 
 
 # Error answers: API clients (/api/, /ofrep/) get JSON with the reason, never an HTML page.

@@ -7,6 +7,7 @@ failed the run, and the run's status changes exactly once under that lock: one f
 evaluation, one action.
 """
 
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,7 +21,7 @@ from core.errors import TransitionRefused
 from core.text import percent_text
 from ledger.services import ledger_append
 from live.broadcast import stream_touch
-from rollouts.models import Evaluation, Plan, Step, StepTarget, Verification
+from rollouts.models import Evaluation, Flag, Plan, Step, StepTarget, Verification
 from rollouts.services.assumptions import assumption_probe_concluded
 from rollouts.services.flags import flag_change
 from rollouts.services.steps import plan_transition, step_target_confirm, step_transition
@@ -58,6 +59,10 @@ class Measured:
     distributions: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)
     canary_problem: str = ""
     canary_retryable: bool = False
+    # When measuring began: the evaluation's duration, and a breach's detection when no
+    # breaching sample marked it earlier.
+    started: float = field(default_factory=time.monotonic)
+    started_at: datetime = field(default_factory=timezone.now)
 
     @property
     def retryable(self) -> bool:
@@ -79,12 +84,12 @@ def verification_measure(
 ) -> Measured:
     """Read every measurement the conditions need (only the fail condition's for a breaching
     sample), and the canary distributions. No transaction: sources may be slow."""
+    measured = Measured()
     passing, failing = _conditions(verification)
     wanted = failing if fail_only else None
     canary_names = wanted.measurements if wanted else passing.measurements | failing.measurements
     baseline_names = wanted.baseline if wanted else passing.baseline | failing.baseline
     measurements = stored_measurements(verification.measurements)
-    measured = Measured()
     for name in sorted(canary_names | baseline_names):
         spec = measurements[name]
         sides = {}
@@ -285,6 +290,7 @@ def evaluation_record(
             else {}
         ),
         reason=reason[:500],
+        duration_seconds=time.monotonic() - measured.started,
     )
     _count(verification, outcome)
     step = Step.objects.select_related("plan", "flag").get(pk=verification.step_id)
@@ -318,13 +324,34 @@ def evaluation_record(
         )
         # Before acting, so the ledger reads: run concluded, assumption settled, what it did.
         assumption_probe_concluded(verification=verification, step=step, evaluation=evaluation)
+        flag_before = _flag_current(step)
         verification.action = _act(verification, step, evaluation)[:300]
         verification.save(update_fields=["action"])
+        if flag_before != _flag_current(step):
+            _revert_timed(verification, evaluation, measured)
     # News is pushed: a run that concluded, or an outcome unlike the last. A routine evaluation
     # that repeats the last outcome pushes nothing; the step page polls its run while it is open.
     if concluded is not None or outcome != previous:
         stream_touch(stream=f"step:{step.pk}", event=f"evaluation.{outcome}")
     return evaluation
+
+
+def _flag_current(step: Step) -> int | None:
+    if step.flag_id is None:
+        return None
+    return Flag.objects.filter(pk=step.flag_id).values_list("current_id", flat=True).first()
+
+
+def _revert_timed(verification: Verification, evaluation: Evaluation, measured: Measured) -> None:
+    """How long after the breach was detected its action changed the flag: from the first
+    breaching sample no evaluation had judged yet, else from when this evaluation began."""
+    detected = (
+        verification.breach_pending_since
+        if evaluation.trigger == Evaluation.Trigger.INGEST and verification.breach_pending_since
+        else measured.started_at
+    )
+    evaluation.revert_seconds = max(0.0, (timezone.now() - detected).total_seconds())
+    evaluation.save(update_fields=["revert_seconds"])
 
 
 def _count(verification: Verification, outcome: str) -> None:

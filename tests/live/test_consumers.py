@@ -4,6 +4,7 @@ import pytest
 from channels.db import database_sync_to_async as sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.test import Client
+from prometheus_client import REGISTRY
 
 from ledger.services import ledger_append
 from stepwise.asgi import application
@@ -55,6 +56,21 @@ def viewer(role_user):
 async def test_live__anonymous__refused_4401():
     _communicator, connected, code = await _connect(user=None)
     assert not connected and code == 4401
+
+
+async def test_live__socket_opened_then_closed__open_websockets_gauge_up_then_back(viewer):
+    def open_sockets() -> float:
+        return REGISTRY.get_sample_value("stepwise_live_websockets")
+
+    before = open_sockets()
+    refused, _, _ = await _connect(user=None)
+    communicator, connected, _ = await _connect(viewer)
+    assert connected and open_sockets() == before + 1
+
+    await communicator.disconnect()
+    await refused.disconnect()
+
+    assert open_sockets() == before
 
 
 async def test_live__forged_origin__handshake_refused(viewer):

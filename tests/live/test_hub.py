@@ -1,8 +1,10 @@
 """The per-process hub: frames in sequence order where it can, one replay for many sockets."""
 
 import asyncio
+import time
 
 import pytest
+from prometheus_client import REGISTRY
 
 from live import hub as hub_module
 from live.hub import REORDER_SECONDS, Hub
@@ -63,3 +65,19 @@ async def test_hub__many_sockets_at_one_cursor__the_replay_is_drawn_once(setting
     assert drawn == [("ledger", 10)]
     await hub.replay("ledger", 12)  # another cursor is drawn for itself
     assert drawn == [("ledger", 10), ("ledger", 12)]
+
+
+async def test_hub__frame_written_to_a_socket__its_push_latency_observed(settings):
+    hub, socket = await _hub_with_socket(settings)
+    count = REGISTRY.get_sample_value("stepwise_live_push_latency_seconds_count")
+    within = REGISTRY.get_sample_value("stepwise_live_push_latency_seconds_bucket", {"le": "0.1"})
+
+    await hub.receive("ledger", 1, "<p>one</p>", time.time() - 0.2)
+
+    assert len(socket.frames) == 1
+    assert REGISTRY.get_sample_value("stepwise_live_push_latency_seconds_count") == count + 1
+    # sent 0.2 s before it was written: not within 0.1 s
+    assert (
+        REGISTRY.get_sample_value("stepwise_live_push_latency_seconds_bucket", {"le": "0.1"})
+        == within
+    )

@@ -1,10 +1,12 @@
 """Run everything Stepwise needs in one foreground command; Ctrl-C stops all of it."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
@@ -16,6 +18,18 @@ from stepwise.management.commands.seed_demo import DEMO_USERS
 # after this many restarts within RESTART_WINDOW_SECONDS the whole stack stops, loudly.
 MAX_RESTARTS = 5
 RESTART_WINDOW_SECONDS = 60.0
+
+
+def _metrics_env(web_workers: int) -> dict[str, str] | None:
+    """Several uvicorn workers share their /metrics counts through files in one directory,
+    emptied before they start (docs/operations.md). One worker needs none; nor does an operator's
+    own PROMETHEUS_MULTIPROC_DIR."""
+    if web_workers == 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return None
+    directory = Path(settings.VAR_DIR) / "prometheus-multiproc"
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    return {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)}
 
 
 class Command(BaseCommand):
@@ -102,8 +116,9 @@ class Command(BaseCommand):
                     settings.CELERY_BEAT_SCHEDULE_FILENAME,
                 ],
             ]
-        start = lambda cmd: subprocess.Popen(cmd, start_new_session=True)  # noqa: E731
-        children = [start(cmd) for cmd in [web, *workers]]
+        web_env = _metrics_env(web_workers)
+        start = lambda cmd, env=None: subprocess.Popen(cmd, start_new_session=True, env=env)  # noqa: E731
+        children = [start(web, web_env), *(start(cmd) for cmd in workers)]
 
         mode = (
             "embedded (SQLite, in-memory channel layer, filesystem broker)"

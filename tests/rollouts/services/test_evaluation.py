@@ -283,6 +283,35 @@ def test_verification_fail__restore_previous_flag__flag_back_to_version_before_s
     assert len(_ledger(step, "verification.failed")) == 1
 
 
+def test_verification_fail__breach_marked_2s_ago_restores_flag__revert_timed_from_the_breach(
+    make_plan,
+):
+    step = _started(
+        make_plan, spec={"flag": "checkout", "percentage": 25}, on_fail="restore_previous_flag"
+    )
+    _traffic(*BREACHING)
+    Verification.objects.filter(pk=_run(step).pk).update(
+        breach_pending_since=timezone.now() - timedelta(seconds=2)
+    )
+
+    evaluation = _evaluate(_run(step), trigger="ingest")
+
+    evaluation.refresh_from_db()
+    assert 2 <= evaluation.revert_seconds < 30
+    assert 0 < evaluation.duration_seconds < evaluation.revert_seconds
+
+
+def test_verification_fail__pause_plan__flag_untouched_no_revert_time(make_plan):
+    step = _started(make_plan, spec={"flag": "checkout", "percentage": 25}, on_fail="pause_plan")
+    _traffic(*BREACHING)
+
+    evaluation = _evaluate(_run(step))
+
+    evaluation.refresh_from_db()
+    assert evaluation.outcome == "fail" and evaluation.duration_seconds > 0
+    assert evaluation.revert_seconds is None
+
+
 def test_verification_fail__pause_plan__step_failed_and_plan_paused_naming_the_evaluation(
     make_plan,
 ):
