@@ -32,7 +32,8 @@ from rollouts.rules import (
 )
 from rollouts.selectors import assumptions_for_plans
 from signals.models import SLO, SLIBucket
-from signals.slo_spec import MetricRef
+from signals.services import slo_spec_of
+from signals.slo_spec import MetricRef, sli_warnings
 from signals.slos import BURN_WINDOWS, SLOStatus, slo_alerts_describe, slo_statuses
 
 # Burn-rate lines drawn over the window: the long windows of the three alert rules.
@@ -292,6 +293,7 @@ def slo_page(*, name: str, with_history: bool = True) -> dict[str, Any] | None:
         ),
         "gated_steps": gated,
         "gate_blockers": budget_gate_blockers(gated),
+        "warnings": sli_warnings(slo_spec_of(slo).indicator),
     }
     return page
 

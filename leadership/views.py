@@ -58,10 +58,10 @@ def slo_import(request: HttpRequest) -> HttpResponse:
     if not request.user.has_perm("signals.manage_slo"):
         raise PermissionDenied("importing SLOs needs the tpm role")
     form = OpenSLOImportForm(request.POST, request.FILES)
-    problems, results = [], []
+    problems, imported = [], None
     if form.is_valid():
         try:
-            results = slos_import(
+            imported = slos_import(
                 text=form.cleaned_data["text"], actor=request.user, origin="openslo import"
             )
         except SLOInvalid as exc:
@@ -70,7 +70,7 @@ def slo_import(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "leadership/slo_import.html",
-        {"form": form, "problems": problems, "results": results},
+        {"form": form, "problems": problems, "imported": imported},
         status=status,
     )
 

@@ -3,6 +3,7 @@ import math
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import django.dispatch
 from django.db import transaction
@@ -157,6 +158,29 @@ def samples_ingest(*, payload: Any, now: datetime | None = None) -> int:
     return len(rows)
 
 
+def url_problem(url: str) -> str:
+    """Why `url` cannot be a Prometheus source's base URL, or "" when it can. A host without a
+    dot is fine: in a cluster Prometheus is often just `prometheus:9090`."""
+    example = f"e.g. http://prometheus:9090 (got {url[:200]!r})"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- reading it checks it: a port that is not a number raises
+    except ValueError:
+        return f"must be an http(s) URL with a host, {example}"
+    if parts.scheme not in ("http", "https") or not parts.hostname or re.search(r"\s", url):
+        return f"must be an http(s) URL with a host, {example}"
+    if parts.query or parts.fragment:
+        return f"the base URL of the Prometheus API, without ?query or #fragment, {example}"
+    if parts.username or parts.password:
+        # Not quoted back: the URL holds a credential.
+        return (
+            "credentials do not go in the URL: register them with the source as an env: reference"
+        )
+    if len(url) > 200:  # MetricSource.url's max_length
+        return "at most 200 characters"
+    return ""
+
+
 def metric_source_create(
     *,
     name: str,
@@ -184,6 +208,33 @@ def metric_source_create(
         auth_header=auth_header,
         timeout_seconds=timeout_seconds,
         verify_tls=verify_tls,
+    )
+
+
+@transaction.atomic
+def metric_source_declare(*, name: str, url: str) -> tuple[MetricSource, str]:
+    """An OpenSLO DataSource: create the Prometheus source `name`, or point it at `url`. Returns
+    it and "created", "updated" or "unchanged". No ledger entry: callers above record it."""
+    source = MetricSource.objects.select_for_update().filter(name=name).first()
+    if source is None:
+        return metric_source_create(
+            name=name, kind=MetricSource.Kind.PROMETHEUS, url=url
+        ), "created"
+    if source.kind != MetricSource.Kind.PROMETHEUS:
+        raise SourceInvalid(f"metric source {name!r} is the built-in store, not Prometheus")
+    if source.url == url:
+        return source, "unchanged"
+    source.url = url
+    source.save(update_fields=["url"])
+    return source, "updated"
+
+
+def prometheus_source_names() -> list[str]:
+    """The Prometheus sources an SLO may name, by name."""
+    return list(
+        MetricSource.objects.filter(kind=MetricSource.Kind.PROMETHEUS)
+        .order_by("name")
+        .values_list("name", flat=True)
     )
 
 
