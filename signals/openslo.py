@@ -714,7 +714,8 @@ def _source_resolve(
         problems.append(
             (
                 where,
-                "required: no Prometheus metric source is registered; register one or declare a kind: DataSource in "
+                "required: no Prometheus metric source is registered; register one (Metric "
+                "sources page, manage.py metric_source add) or declare a kind: DataSource in "
                 "this file",
             )
         )

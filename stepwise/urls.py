@@ -18,6 +18,7 @@ urlpatterns = [
     path("", include("incidents.urls")),
     path("api/incidents/", include("incidents.api_urls")),
     path("", include("leadership.urls")),
+    path("", include("leadership.api_urls")),
     path("admin/", admin.site.urls),
 ]
 

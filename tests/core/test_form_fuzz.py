@@ -51,6 +51,7 @@ FORM_POSTS = [
     "/incidents/{incident}/action-items",
     "/incidents/{incident}/postmortem/write",
     "/slos/import",
+    "/metric-sources/",
     "/password/",
 ]
 # Every field name any form here reads, and a few it does not.
@@ -120,6 +121,11 @@ FIELDS = [
     "old_password",
     "new_password1",
     "new_password2",
+    "url",
+    "timeout_seconds",
+    "verify_tls",
+    "auth_scheme",
+    "auth_secret_ref",
     "unknown_field",
 ]
 _value = (
