@@ -6,7 +6,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import django.dispatch
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from core.errors import InvalidInput, NotFound
@@ -166,21 +166,24 @@ def samples_ingest(*, payload: Any, now: datetime | None = None) -> int:
 def url_problem(url: str) -> str:
     """Why `url` cannot be a Prometheus source's base URL, or "" when it can. A host without a
     dot is fine: in a cluster Prometheus is often just `prometheus:9090`."""
-    example = f"e.g. http://prometheus:9090 (got {url[:200]!r})"
     try:
         parts = urlsplit(url)
+        if parts.username or parts.password:
+            # Not quoted back: the URL holds a credential.
+            return (
+                "credentials do not go in the URL: register them with the source as an env: "
+                "reference"
+            )
         parts.port  # noqa: B018 -- reading it checks it: a port that is not a number raises
     except ValueError:
-        return f"must be an http(s) URL with a host, {example}"
+        return (
+            f"must be an http(s) URL with a host, e.g. http://prometheus:9090 (got {url[:200]!r})"
+        )
+    example = f"e.g. http://prometheus:9090 (got {url[:200]!r})"
     if parts.scheme not in ("http", "https") or not parts.hostname or re.search(r"\s", url):
         return f"must be an http(s) URL with a host, {example}"
     if parts.query or parts.fragment:
         return f"the base URL of the Prometheus API, without ?query or #fragment, {example}"
-    if parts.username or parts.password:
-        # Not quoted back: the URL holds a credential.
-        return (
-            "credentials do not go in the URL: register them with the source as an env: reference"
-        )
     if len(url) > 200:  # MetricSource.url's max_length
         return "at most 200 characters"
     return ""
@@ -270,17 +273,23 @@ def metric_source_create(
     if existing is not None:
         retired = " (retired: its name stays taken)" if existing.is_retired else ""
         raise SourceInvalid(f"a metric source named {name!r} already exists{retired}")
-    return MetricSource.objects.create(
-        name=name,
-        kind=kind,
-        url=url,
-        auth_header=auth_header,
-        auth_scheme=auth_scheme,
-        auth_username=auth_username,
-        auth_secret_ref=auth_secret_ref,
-        timeout_seconds=timeout_seconds,
-        verify_tls=verify_tls,
-    )
+    try:
+        # A savepoint: two registrations of one name at once meet at the unique constraint,
+        # and the second is a refusal, not a broken transaction.
+        with transaction.atomic():
+            return MetricSource.objects.create(
+                name=name,
+                kind=kind,
+                url=url,
+                auth_header=auth_header,
+                auth_scheme=auth_scheme,
+                auth_username=auth_username,
+                auth_secret_ref=auth_secret_ref,
+                timeout_seconds=timeout_seconds,
+                verify_tls=verify_tls,
+            )
+    except IntegrityError:
+        raise SourceInvalid(f"a metric source named {name!r} already exists") from None
 
 
 def metric_source_locked(*, name: str) -> MetricSource:

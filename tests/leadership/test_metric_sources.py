@@ -507,3 +507,46 @@ def test_metric_source_register__duplicate__refused():
     with pytest.raises(SourceInvalid, match="already exists"):
         _register()
     assert LedgerEntry.objects.filter(action="metric_source.created").count() == 1
+
+
+def test_api_read__one_source_by_token__shown_and_unknown_404(client, role_user):
+    _register(auth_scheme="basic", auth_username="stepwise", auth_secret_ref="env:PROM_PW")
+    auth = _token(role_user, "viewer", "sources:read")
+
+    shown = client.get("/api/metric-sources/prom", **auth)
+    missing = client.get("/api/metric-sources/nope", **auth)
+    write_only = client.get("/api/metric-sources/prom", **_token(role_user, "tpm", "sources:write"))
+
+    assert shown.status_code == 200
+    assert shown.json()["auth"]["username"] == "stepwise"
+    assert shown.json()["auth"]["secret_set"] is False
+    assert missing.status_code == 404
+    assert write_only.status_code == 403 and "sources:read" in write_only.json()["error"]
+
+
+def test_metric_source_page__tpm_edits__saved_ledgered_and_said(client, role_user):
+    _register(timeout_seconds=5.0)
+    tpm = role_user("tpm")
+    client.force_login(tpm)
+    form = {
+        "url": "http://prometheus:9090",
+        "timeout_seconds": "2.5",
+        "verify_tls": "on",
+        "auth_scheme": "bearer",
+        "auth_secret_ref": "env:PROM_TOKEN",
+    }
+
+    page = client.post(reverse("metric-source-detail", args=["prom"]), form, follow=True)
+
+    assert "Changed auth_scheme, auth_secret_ref, timeout_seconds." in page.content.decode()
+    source = MetricSource.objects.get()
+    assert (source.timeout_seconds, source.auth_secret_ref) == (2.5, "env:PROM_TOKEN")
+    (entry,) = LedgerEntry.objects.filter(action="metric_source.updated")
+    assert entry.actor_id == tpm.pk
+    assert entry.payload["changed"]["timeout_seconds"] == [5.0, 2.5]
+
+
+def test_metric_source_register__url_with_a_password__refused_without_quoting_it():
+    with pytest.raises(SourceInvalid, match="credentials do not go in the URL") as refused:
+        _register(url="ftp://me:tok3n@prometheus:9090")
+    assert "tok3n" not in str(refused.value)
