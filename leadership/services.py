@@ -50,7 +50,11 @@ def slos_import(*, text: str, actor: AbstractBaseUser | None, origin: str) -> SL
     """Create or update every metric source (kind: DataSource) and SLO of an OpenSLO file, all
     or nothing; created and updated ones get a ledger entry. Raises SLOInvalid with every problem
     by path (syntax, kinds, fields, unknown metric sources); nothing is written then."""
-    parsed = openslo_parse(text, prometheus_sources=prometheus_source_names())
+    parsed = openslo_parse(
+        text,
+        prometheus_sources=prometheus_source_names(),
+        retired_sources=prometheus_source_names(retired=True),
+    )
     problems: list[tuple[str, str]] = []
     sources = []
     for declared in parsed.data_sources:

@@ -95,11 +95,17 @@ class OpenSLOFile:
     warnings: list[tuple[str, str]] = field(default_factory=list)
 
 
-def openslo_parse(text: str, *, prometheus_sources: Collection[str] = ()) -> OpenSLOFile:
+def openslo_parse(
+    text: str,
+    *,
+    prometheus_sources: Collection[str] = (),
+    retired_sources: Collection[str] = (),
+) -> OpenSLOFile:
     """The SLOs and data sources of an OpenSLO v1 file (one or more YAML documents), or
     SLOInvalid with every problem found, each with its path (`documents[0].spec.objectives[0]
     .target`). `prometheus_sources` are the names of the registered Prometheus sources a metric
-    without a metricSourceRef may read, with the file's own DataSources."""
+    without a metricSourceRef may read, with the file's own DataSources; the annotation may also
+    name one of `retired_sources` (whether that SLO may keep reading it is the importer's call)."""
     documents = _documents_load(text)
     unsafe = unsafe_text(documents, root="documents")
     if unsafe:
@@ -144,6 +150,7 @@ def openslo_parse(text: str, *, prometheus_sources: Collection[str] = ()) -> Ope
     warnings: Problems = []
     slo_paths: dict[str, str] = {}
     candidates = sorted({*prometheus_sources, *data_sources})
+    nameable = sorted({*candidates, *retired_sources})
     for path, document in slo_documents:
         name = _metadata(document).get("name")
         if isinstance(name, str) and name in slo_paths:
@@ -152,7 +159,7 @@ def openslo_parse(text: str, *, prometheus_sources: Collection[str] = ()) -> Ope
             )
         elif isinstance(name, str):
             slo_paths[name] = path
-        parsed = _slo_parse(document, path, slis, sli_paths, candidates, problems)
+        parsed = _slo_parse(document, path, slis, sli_paths, candidates, nameable, problems)
         if parsed:
             spec, indicator_path = parsed
             specs.append(spec)
@@ -580,6 +587,7 @@ def _slo_parse(
     slis: dict[str, SLISpec | None],
     sli_paths: dict[str, str],
     candidates: list[str],
+    nameable: list[str],
     problems: Problems,
 ) -> tuple[SLOSpec, str] | None:
     """The SLO, and the path of its indicator (inline, or the SLI document it refers to)."""
@@ -604,7 +612,9 @@ def _slo_parse(
         )
         annotations_path = f"{path}.metadata.annotations"
         fields |= _annotations(meta.get("annotations"), annotations_path, problems)
-        choice = _source_choice(meta.get("annotations"), annotations_path, candidates, problems)
+        choice = _source_choice(
+            meta.get("annotations"), annotations_path, nameable, candidates, problems
+        )
     spec_path = f"{path}.spec"
     spec = _mapping(
         document.get("spec"),
@@ -682,13 +692,15 @@ def _metric_path(sli: SLISpec, indicator_path: str, key: str) -> str:
     return f"{indicator_path}.spec.ratioMetric.{key}.metricSource"
 
 
-def _source_choice(raw: Any, path: str, candidates: list[str], problems: Problems) -> str | None:
+def _source_choice(
+    raw: Any, path: str, nameable: list[str], candidates: list[str], problems: Problems
+) -> str | None:
     """The Prometheus source the stepwise.dev/metric-source annotation names, "" when there is
     no annotation, or None when it names no candidate (reported)."""
     if not isinstance(raw, dict) or METRIC_SOURCE_ANNOTATION not in raw:
         return ""
     choice = raw[METRIC_SOURCE_ANNOTATION]
-    if not isinstance(choice, str) or choice not in candidates:
+    if not isinstance(choice, str) or choice not in nameable:
         problems.append(
             (
                 _join(path, METRIC_SOURCE_ANNOTATION),

@@ -379,10 +379,13 @@ def metric_source_declare(*, name: str, url: str) -> tuple[MetricSource, str]:
     return source, "updated" if changed else "unchanged"
 
 
-def prometheus_source_names() -> list[str]:
-    """The Prometheus sources new SLOs and steps may name (not retired), by name."""
+def prometheus_source_names(*, retired: bool = False) -> list[str]:
+    """The Prometheus sources new SLOs and steps may name (or, with `retired`, the retired ones
+    they may not), by name."""
     return list(
-        MetricSource.objects.filter(kind=MetricSource.Kind.PROMETHEUS, retired_at__isnull=True)
+        MetricSource.objects.filter(
+            kind=MetricSource.Kind.PROMETHEUS, retired_at__isnull=not retired
+        )
         .order_by("name")
         .values_list("name", flat=True)
     )

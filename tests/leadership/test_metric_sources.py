@@ -107,16 +107,30 @@ def test_metric_source_retire__read_by_an_slo_and_a_step__both_named_and_ledgere
     assert entry.payload["still_read_by"] == users
 
 
-def test_slos_import__new_slo_on_a_retired_source__refused_naming_it():
-    _register("prom-k8s")
-    metric_source_retire(actor=None, origin="test", name="prom-k8s")
+def test_slos_import__annotation_names_a_retired_source__refused_new_kept_by_its_slo():
+    _register("prometheus-k8s")
+    imported = slos_import(text=(WILD / "pyrra.yaml").read_text(), actor=None, origin="test")
+    metric_source_retire(actor=None, origin="test", name="prometheus-k8s")
+    renamed = (
+        (WILD / "pyrra.yaml")
+        .read_text()
+        .replace("name: prometheus-http-errors\n", "name: other\n", 1)
+    )
 
+    again = slos_import(
+        text=(WILD / "pyrra.yaml").read_text().replace("targetPercent: 99", "targetPercent: 98"),
+        actor=None,
+        origin="test",
+    )
     with pytest.raises(SLOInvalid) as refused:
-        slos_import(text=(WILD / "pyrra.yaml").read_text(), actor=None, origin="test")
+        slos_import(text=renamed, actor=None, origin="test")
 
-    # Never chosen: the annotation names a source that cannot be read any more.
-    assert "no Prometheus metric source named 'prom-k8s'" not in str(refused.value)
-    assert "prometheus-k8s" in str(refused.value)
+    assert [o for _, o in imported.slos] == ["created"] and [o for _, o in again.slos] == [
+        "updated"
+    ]
+    ((path, reason),) = refused.value.problems
+    assert path == "slos[0] (other).spec.indicator.source"
+    assert "metric source 'prometheus-k8s' is retired" in reason
 
 
 def test_slos_import__explicit_ref_to_a_retired_source__refused_as_retired():
