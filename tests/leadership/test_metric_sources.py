@@ -564,3 +564,18 @@ def test_metric_source_register__url_with_a_password__refused_without_quoting_it
     with pytest.raises(SourceInvalid, match="credentials do not go in the URL") as refused:
         _register(url="ftp://me:tok3n@prometheus:9090")
     assert "tok3n" not in str(refused.value)
+
+
+def test_metric_source_page__edit_a_retired_source__400_with_the_reason(client, role_user):
+    _register()
+    metric_source_retire(actor=None, origin="test", name="prom")
+    client.force_login(role_user("tpm"))
+
+    page = client.post(
+        reverse("metric-source-detail", args=["prom"]),
+        {"url": "http://elsewhere:9090", "timeout_seconds": "5"},
+    )
+
+    assert page.status_code == 400
+    assert "is retired; register a new one instead" in page.content.decode()
+    assert MetricSource.objects.get().url == "http://prometheus:9090"
