@@ -1,12 +1,11 @@
-"""The metric sources JSON API (docs/metric-sources.md): list and read with `sources:read`;
-register, change, test and retire with `sources:write`. Errors are JSON with a reason: 400 for
+"""The metric sources JSON API (docs/metric-sources.md, stepwise/openapi.yaml): list and read
+with `sources:read`; register, change, test and retire with `sources:write`. Errors are JSON with a reason: 400 for
 input, 403 for permission, 404 for an unknown source. A secret is never in an answer."""
 
 from collections.abc import Callable
 from typing import Any
 
 from django.http import HttpRequest, JsonResponse
-from django.views.decorators.http import require_http_methods
 
 from core.http import BadBody, api_endpoint, json_object_body, refusal_response
 from leadership.selectors import metric_source_as_dict, metric_source_users, metric_sources_listed
@@ -52,14 +51,17 @@ def _shown(source: MetricSource) -> dict[str, Any]:
     return metric_source_as_dict(source, users=metric_source_users(source))
 
 
-@api_endpoint(scope=READ, permission=READ_PERMISSION)
-def _list(request: HttpRequest) -> JsonResponse:
+@api_endpoint(method="GET", scope=READ, permission=READ_PERMISSION)
+def metric_sources_api(request: HttpRequest) -> JsonResponse:
+    """Every source with who reads it: active ones first, then retired."""
     listed = metric_sources_listed()
     return JsonResponse({"sources": [metric_source_as_dict(s, users=u) for s, u in listed]})
 
 
-@api_endpoint(scope=WRITE, permission=WRITE_PERMISSION)
-def _register(request: HttpRequest) -> JsonResponse:
+@api_endpoint(method="POST", scope=WRITE, permission=WRITE_PERMISSION)
+def metric_source_register_api(request: HttpRequest) -> JsonResponse:
+    """Register a Prometheus source: 201 with it."""
+
     def call() -> JsonResponse:
         body = _body(request, REGISTER_FIELDS)
         for key in ("name", "url", "auth_scheme", "auth_username", "auth_secret_ref"):
@@ -75,19 +77,16 @@ def _register(request: HttpRequest) -> JsonResponse:
     return _answered(call)
 
 
-@require_http_methods(["GET", "POST"])
-def metric_sources_api(request: HttpRequest) -> JsonResponse:
-    """GET: every source with who reads it. POST: register a Prometheus source."""
-    return _list(request) if request.method == "GET" else _register(request)
-
-
-@api_endpoint(scope=READ, permission=READ_PERMISSION)
-def _read(request: HttpRequest, name: str) -> JsonResponse:
+@api_endpoint(method="GET", scope=READ, permission=READ_PERMISSION)
+def metric_source_api(request: HttpRequest, name: str) -> JsonResponse:
+    """One source with who reads it."""
     return _answered(lambda: JsonResponse(_shown(_source(name))))
 
 
-@api_endpoint(scope=WRITE, permission=WRITE_PERMISSION)
-def _edit(request: HttpRequest, name: str) -> JsonResponse:
+@api_endpoint(method="POST", scope=WRITE, permission=WRITE_PERMISSION)
+def metric_source_edit_api(request: HttpRequest, name: str) -> JsonResponse:
+    """Change a source's settings (the fields of EDITABLE): 200 with it and `changed`."""
+
     def call() -> JsonResponse:
         changes = _body(request, set(EDITABLE))
         source, changed = metric_source_edit(
@@ -98,14 +97,7 @@ def _edit(request: HttpRequest, name: str) -> JsonResponse:
     return _answered(call)
 
 
-@require_http_methods(["GET", "PATCH"])
-def metric_source_api(request: HttpRequest, name: str) -> JsonResponse:
-    """GET: one source. PATCH: change its settings (the fields of EDITABLE)."""
-    return _read(request, name) if request.method == "GET" else _edit(request, name)
-
-
-@require_http_methods(["POST"])
-@api_endpoint(scope=WRITE, permission=WRITE_PERMISSION)
+@api_endpoint(method="POST", scope=WRITE, permission=WRITE_PERMISSION)
 def metric_source_test_api(request: HttpRequest, name: str) -> JsonResponse:
     """One live query ({"query": PromQL}, default count(up)), answered within seconds: 200 with
     the value, or 200 with ok false and the source's error (the test ran; the source failed)."""
@@ -133,8 +125,7 @@ def metric_source_test_api(request: HttpRequest, name: str) -> JsonResponse:
     return _answered(call)
 
 
-@require_http_methods(["POST"])
-@api_endpoint(scope=WRITE, permission=WRITE_PERMISSION)
+@api_endpoint(method="POST", scope=WRITE, permission=WRITE_PERMISSION)
 def metric_source_retire_api(request: HttpRequest, name: str) -> JsonResponse:
     """Retire: 200 with the source and `warning` naming who still reads it."""
 

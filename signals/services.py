@@ -189,6 +189,8 @@ def url_problem(url: str) -> str:
     return ""
 
 
+# /api/metric-sources/register would shadow a source of that name.
+RESERVED_NAMES = frozenset({"register"})
 SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 SECRET_REF = re.compile(r"env:([A-Za-z_][A-Za-z0-9_]*)")
 MAX_TIMEOUT_SECONDS = 60.0
@@ -264,6 +266,10 @@ def metric_source_create(
         )
     if name == BUILTIN and kind == MetricSource.Kind.PROMETHEUS:
         raise SourceInvalid(f"{BUILTIN!r} is the built-in store's name")
+    if name in RESERVED_NAMES:
+        raise SourceInvalid(
+            f"{name!r} is reserved: POST /api/metric-sources/{name} registers sources"
+        )
     if kind not in MetricSource.Kind.values:
         raise SourceInvalid(f"unknown source kind {kind!r}; known: {', '.join(MetricSource.Kind)}")
     auth = {"scheme": auth_scheme, "username": auth_username, "secret_ref": auth_secret_ref}

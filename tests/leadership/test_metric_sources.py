@@ -252,7 +252,7 @@ def test_api_register__tpm_token__201_with_the_reference_never_a_secret(
 
     created = _post(
         client,
-        "/api/metric-sources",
+        "/api/metric-sources/register",
         {
             "name": "prom",
             "url": "http://prometheus:9090",
@@ -301,7 +301,7 @@ def test_api_register__bad_body__400_with_reason_nothing_written(
     client, role_user, body, status, words
 ):
     response = _post(
-        client, "/api/metric-sources", body, **_token(role_user, "tpm", "sources:write")
+        client, "/api/metric-sources/register", body, **_token(role_user, "tpm", "sources:write")
     )
     assert response.status_code == status
     assert words in response.json()["error"]
@@ -311,11 +311,14 @@ def test_api_register__bad_body__400_with_reason_nothing_written(
 
 def test_api_register__viewer_or_token_without_scope__403(client, role_user):
     body = {"name": "prom", "url": "http://p:9090"}
-    client.force_login(role_user("viewer"))
-    as_viewer = _post(client, "/api/metric-sources", body)
-    client.logout()
+    as_viewer = _post(
+        client,
+        "/api/metric-sources/register",
+        body,
+        **_token(role_user, "viewer", "sources:write"),
+    )
     read_only = _post(
-        client, "/api/metric-sources", body, **_token(role_user, "tpm", "sources:read")
+        client, "/api/metric-sources/register", body, **_token(role_user, "tpm", "sources:read")
     )
 
     assert as_viewer.status_code == 403 and "manage_metric_source" in as_viewer.json()["error"]
@@ -323,33 +326,23 @@ def test_api_register__viewer_or_token_without_scope__403(client, role_user):
     assert not MetricSource.objects.exists()
 
 
-def test_api_list__viewer_session__reads_with_users(client, role_user, make_plan):
+def test_api_list__viewer_token__reads_with_users(client, role_user, make_plan):
     _register("prom-k8s")
     _reader_of("prom-k8s", make_plan)
-    client.force_login(role_user("viewer"))
+    auth = _token(role_user, "viewer", "sources:read")
 
-    (shown,) = client.get("/api/metric-sources").json()["sources"]
+    (shown,) = client.get("/api/metric-sources", **auth).json()["sources"]
 
     assert shown["read_by"] == ["SLO prometheus-http-errors", "step identity/cutover (running)"]
 
 
-def test_api_edit__patch__changed_fields_and_unknown_404(client, role_user):
+def test_api_edit__settings__changed_fields_and_unknown_404(client, role_user):
     _register()
-    client.force_login(role_user("tpm"))
+    auth = _token(role_user, "tpm", "sources:write")
 
-    edited = client.patch(
-        "/api/metric-sources/prom",
-        json.dumps({"timeout_seconds": 2}),
-        content_type="application/json",
-    )
-    renamed = client.patch(
-        "/api/metric-sources/prom", json.dumps({"name": "x"}), content_type="application/json"
-    )
-    missing = client.patch(
-        "/api/metric-sources/nope",
-        json.dumps({"timeout_seconds": 2}),
-        content_type="application/json",
-    )
+    edited = _post(client, "/api/metric-sources/prom/edit", {"timeout_seconds": 2}, **auth)
+    renamed = _post(client, "/api/metric-sources/prom/edit", {"name": "x"}, **auth)
+    missing = _post(client, "/api/metric-sources/nope/edit", {"timeout_seconds": 2}, **auth)
 
     assert edited.status_code == 200 and edited.json()["changed"] == ["timeout_seconds"]
     assert edited.json()["timeout_seconds"] == 2
@@ -359,10 +352,10 @@ def test_api_edit__patch__changed_fields_and_unknown_404(client, role_user):
 
 def test_api_test__unreachable__ok_false_within_the_deadline(client, role_user):
     _register(url=_unreachable())
-    client.force_login(role_user("tpm"))
+    auth = _token(role_user, "tpm", "sources:write")
 
     started = time.monotonic()
-    answer = _post(client, "/api/metric-sources/prom/test", {"query": "sum(up)"})
+    answer = _post(client, "/api/metric-sources/prom/test", {"query": "sum(up)"}, **auth)
 
     assert time.monotonic() - started < 3
     assert answer.status_code == 200
@@ -371,9 +364,9 @@ def test_api_test__unreachable__ok_false_within_the_deadline(client, role_user):
 
 def test_api_test__answering__the_value(client, role_user, fake_api):
     _register(url=fake_api.url)
-    client.force_login(role_user("tpm"))
+    auth = _token(role_user, "tpm", "sources:write")
 
-    answer = client.post("/api/metric-sources/prom/test", content_type="application/json")
+    answer = client.post("/api/metric-sources/prom/test", content_type="application/json", **auth)
 
     assert answer.json() | {"seconds": 0} == {
         "source": "prom",
@@ -388,9 +381,9 @@ def test_api_test__answering__the_value(client, role_user, fake_api):
 def test_api_retire__read_by_an_slo__warning_names_it(client, role_user, make_plan):
     _register("prom-k8s")
     _reader_of("prom-k8s", make_plan)
-    client.force_login(role_user("tpm"))
+    auth = _token(role_user, "tpm", "sources:write")
 
-    answer = client.post("/api/metric-sources/prom-k8s/retire")
+    answer = client.post("/api/metric-sources/prom-k8s/retire", **auth)
 
     assert answer.status_code == 200 and answer.json()["retired_at"]
     assert answer.json()["warning"].startswith(
@@ -579,3 +572,8 @@ def test_metric_source_page__edit_a_retired_source__400_with_the_reason(client, 
     assert page.status_code == 400
     assert "is retired; register a new one instead" in page.content.decode()
     assert MetricSource.objects.get().url == "http://prometheus:9090"
+
+
+def test_metric_source_register__name_of_the_register_route__refused_as_reserved():
+    with pytest.raises(SourceInvalid, match="'register' is reserved"):
+        _register("register")
