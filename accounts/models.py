@@ -11,6 +11,8 @@ SCOPES = {
     "deploys:write": "report deploys through the webhook",
     "incidents:write": "declare incidents and post alerts",
     "plans:write": "apply plans and drive steps",
+    "sources:read": "list metric sources and who reads them",
+    "sources:write": "register, change, test and retire metric sources",
 }
 
 

@@ -26,6 +26,7 @@ ROLE_WRITES: dict[str, tuple[str, ...]] = {
         "rollouts.manage_plan",
         "rollouts.flip_flag",
         "signals.manage_slo",
+        "signals.manage_metric_source",
     ),
 }
 ROLES = tuple(ROLE_WRITES)

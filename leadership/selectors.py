@@ -1,6 +1,7 @@
 """Reads for the leadership pages: SLOs worst first, one SLO over its window with what touched
 it, and the plans at risk."""
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -24,6 +25,7 @@ from rollouts.models import (
     Step,
     Verification,
 )
+from rollouts.plan_spec import step_metric_sources
 from rollouts.rules import (
     decision_needed,
     decision_needed_reason,
@@ -31,8 +33,9 @@ from rollouts.rules import (
     top_untested_reason,
 )
 from rollouts.selectors import assumptions_for_plans
-from signals.models import SLO, SLIBucket
-from signals.slo_spec import MetricRef
+from signals.models import SLO, MetricSource, SLIBucket
+from signals.services import slo_spec_of
+from signals.slo_spec import MetricRef, sli_warnings
 from signals.slos import BURN_WINDOWS, SLOStatus, slo_alerts_describe, slo_statuses
 
 # Burn-rate lines drawn over the window: the long windows of the three alert rules.
@@ -292,6 +295,7 @@ def slo_page(*, name: str, with_history: bool = True) -> dict[str, Any] | None:
         ),
         "gated_steps": gated,
         "gate_blockers": budget_gate_blockers(gated),
+        "warnings": sli_warnings(slo_spec_of(slo).indicator),
     }
     return page
 
@@ -401,3 +405,61 @@ def decisions_overview(*, team: str = "", decided: str = "", period: str = "90d"
     }
     teams = sorted(set(Plan.objects.values_list("owner", flat=True)))
     return DecisionsView(list(rows.order_by("-created_at", "-pk")[:200]), weekly, teams, totals)
+
+
+# --- metric sources ------------------------------------------------------------------------------
+
+# A step in one of these may not read its sources again; any other may.
+_STEP_FINISHED = ("done", "skipped")
+_PLAN_FINISHED = ("completed", "killed")
+
+
+def metric_source_users(source: MetricSource) -> list[str]:
+    """Who reads `source`: its SLOs ("SLO checkout-availability") and the steps that may still
+    run ("step identity-migration/cutover (running)"), in that order."""
+    users = [f"SLO {name}" for name in source.slos.order_by("name").values_list("name", flat=True)]
+    steps = (
+        Step.objects.exclude(status__in=_STEP_FINISHED)
+        .exclude(plan__status__in=_PLAN_FINISHED)
+        .select_related("plan")
+        .only("key", "status", "measurements", "canary", "convergence", "plan__key")
+        .order_by("plan__key", "position")
+    )
+    users += [
+        f"step {step.plan.key}/{step.key} ({step.status})"
+        for step in steps
+        if source.name
+        in step_metric_sources(
+            measurements=step.measurements, canary=step.canary, convergence=step.convergence
+        )
+    ]
+    return users
+
+
+def metric_source_as_dict(source: MetricSource, *, users: list[str]) -> dict[str, Any]:
+    """A source as the API and the command show it. Never a secret: the reference says where
+    the secret is (and whether this process has it); a legacy header is only said to exist."""
+    variable = source.auth_secret_ref.removeprefix("env:")
+    return {
+        "name": source.name,
+        "kind": source.kind,
+        "url": source.url,
+        "timeout_seconds": source.timeout_seconds,
+        "verify_tls": source.verify_tls,
+        "auth": {
+            "scheme": source.auth_scheme or "none",
+            "username": source.auth_username,
+            "secret_ref": source.auth_secret_ref,
+            "secret_set": bool(variable and os.environ.get(variable)),
+            "legacy_header": bool(source.auth_header),
+        },
+        "retired_at": source.retired_at.isoformat() if source.retired_at else None,
+        "created_at": source.created_at.isoformat(),
+        "read_by": users,
+    }
+
+
+def metric_sources_listed() -> list[tuple[MetricSource, list[str]]]:
+    """Every source with who reads it: active ones first, then retired, each by name."""
+    sources = MetricSource.objects.order_by(F("retired_at").asc(nulls_first=True), "name")
+    return [(source, metric_source_users(source)) for source in sources]

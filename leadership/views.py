@@ -11,13 +11,20 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from core.errors import InvalidInput, TransitionRefused
+from core.http import form_submit
 from incidents.services import incident_declare_from_slo_alert
 from leadership import charts, selectors
-from leadership.forms import OpenSLOImportForm
-from leadership.services import slos_import
+from leadership.forms import MetricSourceForm, MetricSourceTestForm, OpenSLOImportForm
+from leadership.services import (
+    metric_source_edit,
+    metric_source_register,
+    metric_source_retire,
+    slos_import,
+)
 from rollouts.models import Decision
-from signals.models import SLO
+from signals.models import SLO, MetricSource
 from signals.openslo import openslo_export
+from signals.prometheus import prometheus_probe
 from signals.services import slo_spec_of
 from signals.slo_spec import SLOInvalid
 
@@ -58,10 +65,10 @@ def slo_import(request: HttpRequest) -> HttpResponse:
     if not request.user.has_perm("signals.manage_slo"):
         raise PermissionDenied("importing SLOs needs the tpm role")
     form = OpenSLOImportForm(request.POST, request.FILES)
-    problems, results = [], []
+    problems, imported = [], None
     if form.is_valid():
         try:
-            results = slos_import(
+            imported = slos_import(
                 text=form.cleaned_data["text"], actor=request.user, origin="openslo import"
             )
         except SLOInvalid as exc:
@@ -70,7 +77,7 @@ def slo_import(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "leadership/slo_import.html",
-        {"form": form, "problems": problems, "results": results},
+        {"form": form, "problems": problems, "imported": imported},
         status=status,
     )
 
@@ -139,3 +146,112 @@ def decisions(request: HttpRequest) -> HttpResponse:
             "any_decisions": bool(view.decisions) or Decision.objects.exists(),
         },
     )
+
+
+# --- metric sources ------------------------------------------------------------------------------
+MANAGE_SOURCES = "signals.manage_metric_source"
+SOURCES_ORIGIN = "metric sources page"
+
+
+def _require_manage_sources(request: HttpRequest) -> None:
+    if not request.user.has_perm(MANAGE_SOURCES):
+        raise PermissionDenied("changing metric sources needs the tpm role")
+
+
+@require_http_methods(["GET", "POST"])
+def metric_sources(request: HttpRequest) -> HttpResponse:
+    """Every source with who reads it; writers register a Prometheus source here."""
+    form, error, status = MetricSourceForm(), None, 200
+    if request.method == "POST":
+        _require_manage_sources(request)
+        form = MetricSourceForm(request.POST)
+        source, error, status = form_submit(
+            form,
+            lambda data: metric_source_register(actor=request.user, origin=SOURCES_ORIGIN, **data),
+        )
+        if source is not None:
+            messages.success(request, f"Registered {source.name}. Test it below.")
+            return redirect("metric-source-detail", source.name)
+    return render(
+        request,
+        "leadership/metric_sources.html",
+        {"listed": selectors.metric_sources_listed(), "form": form, "error": error},
+        status=status,
+    )
+
+
+def _source_page(
+    request: HttpRequest, source: MetricSource, *, status: int = 200, **context: object
+) -> HttpResponse:
+    if "form" not in context:
+        context["form"] = MetricSourceForm(
+            editing=True,
+            initial={key: getattr(source, key) for key in MetricSourceForm.base_fields},
+        )
+    return render(
+        request,
+        "leadership/metric_source_detail.html",
+        {
+            "source": source,
+            "users": selectors.metric_source_users(source),
+            "test_form": context.pop("test_form", MetricSourceTestForm()),
+            **context,
+        },
+        status=status,
+    )
+
+
+def _source_or_404(name: str) -> MetricSource:
+    source = MetricSource.objects.filter(name=name, kind=MetricSource.Kind.PROMETHEUS).first()
+    if source is None:
+        raise Http404(f"no Prometheus metric source named {name!r}")
+    return source
+
+
+@require_http_methods(["GET", "POST"])
+def metric_source_detail(request: HttpRequest, name: str) -> HttpResponse:
+    """One source: its settings (writers edit them), who reads it, a live test, retirement."""
+    source = _source_or_404(name)
+    if request.method == "GET":
+        return _source_page(request, source)
+    _require_manage_sources(request)
+    form = MetricSourceForm(request.POST, editing=True)
+    edited, error, status = form_submit(
+        form,
+        lambda data: metric_source_edit(
+            actor=request.user, origin=SOURCES_ORIGIN, name=source.name, changes=data
+        ),
+    )
+    if edited is not None:
+        _, changed = edited
+        messages.success(
+            request, f"Changed {', '.join(sorted(changed))}." if changed else "Nothing changed."
+        )
+        return redirect("metric-source-detail", source.name)
+    return _source_page(request, source, status=status, form=form, error=error)
+
+
+@require_POST
+def metric_source_test(request: HttpRequest, name: str) -> HttpResponse:
+    """Run one live query and show the answer on the source's page, within seconds."""
+    _require_manage_sources(request)
+    source = _source_or_404(name)
+    form = MetricSourceTestForm(request.POST)
+    if not form.is_valid():
+        return _source_page(request, source, status=400, test_form=form)
+    probe = prometheus_probe(source=source, promql=form.cleaned_data["query"])
+    return _source_page(request, source, test_form=form, probe=probe)
+
+
+@require_POST
+def metric_source_retire_view(request: HttpRequest, name: str) -> HttpResponse:
+    _require_manage_sources(request)
+    source, users = metric_source_retire(
+        actor=request.user, origin=SOURCES_ORIGIN, name=_source_or_404(name).name
+    )
+    messages.success(request, f"Retired {source.name}: no new SLO or step may read it.")
+    if users:
+        messages.warning(
+            request, f"Still read by {', '.join(users)}: they keep reading it until changed."
+        )
+    return redirect("metric-source-detail", source.name)

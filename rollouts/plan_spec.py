@@ -298,6 +298,17 @@ class PlanSpecInvalid(ValueError):
         super().__init__("\n".join(map(str, errors)))
 
 
+def step_metric_sources(
+    *, measurements: dict[str, Any], canary: dict[str, Any], convergence: dict[str, Any]
+) -> set[str]:
+    """The Prometheus sources a step's measurements, canary metrics and convergence predicate
+    read, by name (a step row and a StepSpec hold the same three documents)."""
+    docs = [*measurements.values(), *(canary.get("metrics") or {}).values()]
+    if convergence:
+        docs.append(convergence.get("measurement") or {})
+    return {doc["source"] for doc in docs if isinstance(doc, dict) and "source" in doc}
+
+
 @dataclass(frozen=True)
 class StepSpec:
     key: str

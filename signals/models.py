@@ -10,19 +10,37 @@ class MetricSource(models.Model):
         BUILTIN = "builtin", "built-in store"
         PROMETHEUS = "prometheus", "Prometheus"
 
+    class AuthScheme(models.TextChoices):
+        NONE = "", "none"
+        BEARER = "bearer", "bearer token"
+        BASIC = "basic", "basic auth"
+
     name = models.CharField(max_length=100, unique=True)
     kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.BUILTIN)
     url = models.URLField(blank=True, help_text="base URL of the Prometheus HTTP API")
+    # Credentials are never stored: the secret (bearer token or basic-auth password) is read from
+    # the environment variable `auth_secret_ref` names ("env:PROM_TOKEN") at each query.
+    auth_scheme = models.CharField(
+        max_length=10, choices=AuthScheme.choices, default=AuthScheme.NONE, blank=True
+    )
+    auth_username = models.CharField(max_length=200, blank=True, help_text="basic auth only")
+    auth_secret_ref = models.CharField(
+        max_length=200, blank=True, help_text="where the secret is: env:NAME"
+    )
     auth_header = models.CharField(
         max_length=1000,
         blank=True,
-        help_text="sent verbatim as the Authorization header, e.g. 'Bearer …'",
+        help_text="legacy, set from a Python shell only: sent verbatim as the Authorization "
+        "header; cleared when credentials are set as a reference",
     )
     timeout_seconds = models.FloatField(default=5.0, validators=[MinValueValidator(0.1)])
     verify_tls = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now)
+    # Retired: no new SLO or step may name it; what already reads it keeps reading it.
+    retired_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        permissions = [("manage_metric_source", "Register, change, test and retire metric sources")]
         constraints = [
             models.CheckConstraint(
                 condition=~models.Q(kind="prometheus") | ~models.Q(url=""),
@@ -40,6 +58,10 @@ class MetricSource(models.Model):
     def __repr__(self) -> str:
         # Never print the auth header: it is a credential.
         return f"<MetricSource {self.pk} {self.name!r} {self.kind}>"
+
+    @property
+    def is_retired(self) -> bool:
+        return self.retired_at is not None
 
 
 class Sample(models.Model):

@@ -1,14 +1,17 @@
 """OpenSLO v1 in and out: YAML text <-> SLOSpec. Pure: no database, no models.
 
 Supported: `kind: SLO` with an inline `indicator` or an `indicatorRef` to a `kind: SLI` of the same
-file; ratio and threshold SLIs read from a registered Prometheus source (`type: Prometheus`,
-`metricSourceRef` = the source's name) or from the built-in store (`type: Stepwise`). Anything
-else is refused by path, never dropped: see docs/openslo.md.
+file; ratio and threshold SLIs read from a Prometheus source (`type: Prometheus`, named by
+`metricSourceRef`, by the `stepwise.dev/metric-source` annotation, or the only one there is) or
+from the built-in store (`type: Stepwise`); `kind: DataSource` declares Prometheus sources.
+Anything else is refused by path, never dropped: see docs/openslo.md.
 """
 
 import math
 import re
 import reprlib
+from collections.abc import Collection
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -19,7 +22,7 @@ import yaml
 from core.text import unsafe_text
 from signals.measurements import MeasurementInvalid, duration_seconds, duration_spec
 from signals.selectors import MAX_WINDOW_SECONDS, PERCENTILES, QueryInvalid, matchers_parse
-from signals.services import METRIC_NAME
+from signals.services import METRIC_NAME, url_problem
 from signals.slo_spec import (
     BUDGETING,
     BUILTIN,
@@ -29,11 +32,13 @@ from signals.slo_spec import (
     SLISpec,
     SLOInvalid,
     SLOSpec,
+    sli_warnings,
 )
 
 API_VERSION = "openslo/v1"
 OWNER_ANNOTATION = "stepwise.dev/owner"
 ALERT_MIN_EVENTS_ANNOTATION = "stepwise.dev/alert-min-events"
+METRIC_SOURCE_ANNOTATION = "stepwise.dev/metric-source"
 THRESHOLD_AGGREGATIONS = (*PERCENTILES, "avg", "max", "min")
 
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
@@ -49,10 +54,6 @@ _MAX_ALERT_MIN_EVENTS = 1_000_000_000
 
 _REFUSED_KINDS = {
     "Service": "Stepwise has no Service objects; an SLO names its service in spec.service",
-    "DataSource": (
-        "metric sources are registered in Stepwise (URL, credentials, TLS) and a metric's "
-        "metricSourceRef names one"
-    ),
     "AlertPolicy": (
         "Stepwise alerts on every SLO with multiwindow burn rates (SRE Workbook windows); "
         "alert policies are not read from files"
@@ -67,12 +68,44 @@ _REFUSED_KINDS = {
 }
 _COMPOSITE = "composite objectives are not supported; one SLO has one indicator"
 
+_CREDENTIALS = (
+    "credentials are not read from files: register them with the source (Metric sources page, "
+    "manage.py metric_source, /api/metric-sources) as an env: reference"
+)
+# A metric without a metricSourceRef, before it is matched with a Prometheus source.
+_UNRESOLVED = ""
+
 Problems = list[tuple[str, str]]
 
 
-def openslo_parse(text: str) -> list[SLOSpec]:
-    """The SLOs of an OpenSLO v1 file (one or more YAML documents), or SLOInvalid with every
-    problem found, each with its path (`documents[0].spec.objectives[0].target`)."""
+@dataclass(frozen=True)
+class DataSourceSpec:
+    """A `kind: DataSource` of the file: a Prometheus source to create, or to point elsewhere."""
+
+    name: str
+    url: str
+    path: str  # documents[N], for problems found against the database
+
+
+@dataclass(frozen=True)
+class OpenSLOFile:
+    slos: list[SLOSpec]
+    data_sources: list[DataSourceSpec] = field(default_factory=list)
+    # (path, reason): accepted, but the numbers are likely not what was meant.
+    warnings: list[tuple[str, str]] = field(default_factory=list)
+
+
+def openslo_parse(
+    text: str,
+    *,
+    prometheus_sources: Collection[str] = (),
+    retired_sources: Collection[str] = (),
+) -> OpenSLOFile:
+    """The SLOs and data sources of an OpenSLO v1 file (one or more YAML documents), or
+    SLOInvalid with every problem found, each with its path (`documents[0].spec.objectives[0]
+    .target`). `prometheus_sources` are the names of the registered Prometheus sources a metric
+    without a metricSourceRef may read, with the file's own DataSources; the annotation may also
+    name one of `retired_sources` (whether that SLO may keep reading it is the importer's call)."""
     documents = _documents_load(text)
     unsafe = unsafe_text(documents, root="documents")
     if unsafe:
@@ -81,6 +114,7 @@ def openslo_parse(text: str) -> list[SLOSpec]:
     slis: dict[str, SLISpec | None] = {}
     sli_paths: dict[str, str] = {}
     slo_documents: list[tuple[str, dict[str, Any]]] = []
+    data_sources: dict[str, DataSourceSpec] = {}
     for index, document in enumerate(documents):
         path = f"documents[{index}]"
         if document is None:  # an empty document, e.g. after a trailing `---`
@@ -99,11 +133,24 @@ def openslo_parse(text: str) -> list[SLOSpec]:
                 slis[name], sli_paths[name] = sli, path
         elif kind == "SLO":
             slo_documents.append((path, document))
-    if not any(isinstance(d, dict) and d.get("kind") == "SLO" for d in documents):
-        problems.append(("documents", "no SLO document in the file"))
+        elif kind == "DataSource" and (source := _data_source_parse(document, path, problems)):
+            if source.name in data_sources:
+                problems.append(
+                    (
+                        f"{path}.metadata.name",
+                        f"duplicate DataSource name; {data_sources[source.name].path} has it too",
+                    )
+                )
+            else:
+                data_sources[source.name] = source
+    if not any(isinstance(d, dict) and d.get("kind") in ("SLO", "DataSource") for d in documents):
+        problems.append(("documents", "no SLO or DataSource document in the file"))
 
     specs: list[SLOSpec] = []
+    warnings: Problems = []
     slo_paths: dict[str, str] = {}
+    candidates = sorted({*prometheus_sources, *data_sources})
+    nameable = sorted({*candidates, *retired_sources})
     for path, document in slo_documents:
         name = _metadata(document).get("name")
         if isinstance(name, str) and name in slo_paths:
@@ -112,11 +159,17 @@ def openslo_parse(text: str) -> list[SLOSpec]:
             )
         elif isinstance(name, str):
             slo_paths[name] = path
-        if spec := _slo_parse(document, path, slis, problems):
+        parsed = _slo_parse(document, path, slis, sli_paths, candidates, nameable, problems)
+        if parsed:
+            spec, indicator_path = parsed
             specs.append(spec)
+            warnings += [
+                (f"{_metric_path(spec.indicator, indicator_path, key)}.spec", reason)
+                for key, reason in sli_warnings(spec.indicator)
+            ]
     if problems:
         raise SLOInvalid(problems)
-    return specs
+    return OpenSLOFile(slos=specs, data_sources=list(data_sources.values()), warnings=warnings)
 
 
 def openslo_export(specs: list[SLOSpec]) -> str:
@@ -185,13 +238,15 @@ def _document_check(document: dict[Any, Any], path: str, problems: Problems) -> 
         problems.append((f"{path}.apiVersion", f"must be {API_VERSION} (got {version!r})"))
     kind = document.get("kind")
     if kind is None or not isinstance(kind, str):
-        problems.append((f"{path}.kind", "required: SLO or SLI"))
+        problems.append((f"{path}.kind", "required: SLO, SLI or DataSource"))
         return ""
     if kind in _REFUSED_KINDS:
         problems.append((f"{path}.kind", f"not supported: {_REFUSED_KINDS[kind]}"))
         return ""
-    if kind not in ("SLO", "SLI"):
-        problems.append((f"{path}.kind", f"unknown kind {kind!r}; this file may hold SLO and SLI"))
+    if kind not in ("SLO", "SLI", "DataSource"):
+        problems.append(
+            (f"{path}.kind", f"unknown kind {kind!r}; this file may hold SLO, SLI and DataSource")
+        )
         return ""
     # Another version has another shape: its fields would only add noise to the report.
     return kind if version in (None, API_VERSION) else ""
@@ -367,8 +422,9 @@ def _ratio_parse(raw: Any, path: str, problems: Problems) -> SLISpec | None:
     refs = {key: ref for key, ref in parsed.items() if ref is not None}
     if len(problems) > before:
         return None
-    (first_key, (source, _)), *others = refs.items()
-    for key, (other, _) in others:
+    named = [(key, source) for key, (source, _) in refs.items() if source != _UNRESOLVED]
+    (first_key, source), *others = named or [("", _UNRESOLVED)]
+    for key, other in others:
         if other != source:
             problems.append(
                 (
@@ -436,16 +492,18 @@ def _metric_parse(
 def _prometheus_parse(
     source: dict[Any, Any], path: str, problems: Problems
 ) -> tuple[str, MetricRef] | None:
-    ref = source.get("metricSourceRef")
-    if not isinstance(ref, str) or not ref.strip():
+    """(the source's name, or _UNRESOLVED when the metric leaves metricSourceRef out: the SLO
+    picks it), the query)."""
+    ref = source.get("metricSourceRef", _UNRESOLVED)
+    if not isinstance(ref, str) or (ref != _UNRESOLVED and not ref.strip()):
         problems.append(
             (
                 f"{path}.metricSourceRef",
-                "required: the name of a registered Prometheus metric source",
+                "must be the name of a registered Prometheus metric source, or left out",
             )
         )
-        ref = ""
-    elif ref == BUILTIN:
+        return None
+    if ref == BUILTIN:
         problems.append(
             (f"{path}.metricSourceRef", f"{BUILTIN!r} is the built-in store: use type: Stepwise")
         )
@@ -457,7 +515,7 @@ def _prometheus_parse(
     if spec is None:
         return None
     query = _text(spec, "query", f"{path}.spec", problems, required=True)
-    return (ref, MetricRef(query=query.strip())) if ref and query else None
+    return (ref, MetricRef(query=query.strip())) if query else None
 
 
 def _builtin_parse(
@@ -524,9 +582,17 @@ def _matchers(raw: Any, path: str, problems: Problems) -> dict[str, str]:
 
 
 def _slo_parse(
-    document: dict[Any, Any], path: str, slis: dict[str, SLISpec | None], problems: Problems
-) -> SLOSpec | None:
+    document: dict[Any, Any],
+    path: str,
+    slis: dict[str, SLISpec | None],
+    sli_paths: dict[str, str],
+    candidates: list[str],
+    nameable: list[str],
+    problems: Problems,
+) -> tuple[SLOSpec, str] | None:
+    """The SLO, and the path of its indicator (inline, or the SLI document it refers to)."""
     before = len(problems)
+    choice: str | None = ""
     fields: dict[str, Any] = {}
     meta = _mapping(
         document.get("metadata"),
@@ -544,7 +610,11 @@ def _slo_parse(
             required=False,
             max_length=_MAX_TEXT["displayName"],
         )
-        fields |= _annotations(meta.get("annotations"), f"{path}.metadata.annotations", problems)
+        annotations_path = f"{path}.metadata.annotations"
+        fields |= _annotations(meta.get("annotations"), annotations_path, problems)
+        choice = _source_choice(
+            meta.get("annotations"), annotations_path, nameable, candidates, problems
+        )
     spec_path = f"{path}.spec"
     spec = _mapping(
         document.get("spec"),
@@ -572,6 +642,15 @@ def _slo_parse(
         spec, "service", spec_path, problems, required=True, max_length=_MAX_TEXT["service"]
     )
     indicator_name, indicator = _indicator(spec, spec_path, slis, problems)
+    indicator_path = (
+        f"{spec_path}.indicator" if "indicator" in spec else sli_paths.get(indicator_name, "")
+    )
+    if indicator is not None and indicator.source == _UNRESOLVED:
+        indicator = (
+            None
+            if choice is None  # the annotation's problem is the one to fix
+            else _source_resolve(indicator, indicator_path, choice, candidates, problems)
+        )
     fields |= _window_parse(spec.get("timeWindow"), f"{spec_path}.timeWindow", problems)
     budgeting = spec.get("budgetingMethod")
     if budgeting is None:
@@ -600,9 +679,128 @@ def _slo_parse(
     )
     if len(problems) > before or indicator is None:
         return None
-    return SLOSpec(
+    spec = SLOSpec(
         indicator=indicator, indicator_name=indicator_name, budgeting=budgeting, **fields
     )
+    return spec, indicator_path
+
+
+def _metric_path(sli: SLISpec, indicator_path: str, key: str) -> str:
+    """The path of one metric's metricSource, for a problem or a warning about it."""
+    if sli.kind == "threshold":
+        return f"{indicator_path}.spec.thresholdMetric.metricSource"
+    return f"{indicator_path}.spec.ratioMetric.{key}.metricSource"
+
+
+def _source_choice(
+    raw: Any, path: str, nameable: list[str], candidates: list[str], problems: Problems
+) -> str | None:
+    """The Prometheus source the stepwise.dev/metric-source annotation names, "" when there is
+    no annotation, or None when it names no candidate (reported)."""
+    if not isinstance(raw, dict) or METRIC_SOURCE_ANNOTATION not in raw:
+        return ""
+    choice = raw[METRIC_SOURCE_ANNOTATION]
+    if not isinstance(choice, str) or choice not in nameable:
+        problems.append(
+            (
+                _join(path, METRIC_SOURCE_ANNOTATION),
+                f"no Prometheus metric source named {_shown(choice)}; choose from "
+                f"{', '.join(candidates) or 'none (none is registered or declared in the file)'}",
+            )
+        )
+        return None
+    return choice
+
+
+def _source_resolve(
+    sli: SLISpec, indicator_path: str, choice: str, candidates: list[str], problems: Problems
+) -> SLISpec | None:
+    """The SLI reading the source its metrics left out: the annotation's, or the only one."""
+    if choice:
+        return replace(sli, source=choice)
+    if len(candidates) == 1:
+        return replace(sli, source=candidates[0])
+    key = next(k for k in ("good", "bad", "total", "metric") if getattr(sli, k) is not None)
+    where = f"{_metric_path(sli, indicator_path, key)}.metricSourceRef"
+    if not candidates:
+        problems.append(
+            (
+                where,
+                "required: no Prometheus metric source is registered; register one (Metric "
+                "sources page, manage.py metric_source add) or declare a kind: DataSource in "
+                "this file",
+            )
+        )
+    else:
+        problems.append(
+            (
+                where,
+                f"required: {len(candidates)} Prometheus metric sources could serve this metric "
+                f"({', '.join(candidates)}); name one here or in the SLO's "
+                f"{METRIC_SOURCE_ANNOTATION} annotation",
+            )
+        )
+    return None
+
+
+def _data_source_parse(
+    document: dict[Any, Any], path: str, problems: Problems
+) -> DataSourceSpec | None:
+    """A Prometheus DataSource: its name and `connectionDetails.url`."""
+    before = len(problems)
+    meta = _mapping(
+        document.get("metadata"),
+        f"{path}.metadata",
+        problems,
+        allowed=("name", "displayName", "annotations", "labels"),
+    )
+    name = _source_name(meta, f"{path}.metadata", problems) if meta is not None else ""
+    spec_path = f"{path}.spec"
+    spec = _mapping(
+        document.get("spec"),
+        spec_path,
+        problems,
+        allowed=("description", "type", "connectionDetails"),
+    )
+    if spec is None:
+        return None
+    kind = spec.get("type")
+    if kind != "Prometheus":
+        problems.append(
+            (
+                f"{spec_path}.type",
+                f"must be Prometheus (got {_shown(kind)}): Stepwise reads Prometheus or its "
+                "built-in store, which needs no DataSource",
+            )
+        )
+        return None
+    details = _mapping(
+        spec.get("connectionDetails"),
+        f"{spec_path}.connectionDetails",
+        problems,
+        allowed=("url",),
+        refused=dict.fromkeys(
+            ("bearerToken", "token", "username", "password", "headers", "auth"), _CREDENTIALS
+        ),
+    )
+    url = (
+        _text(details, "url", f"{spec_path}.connectionDetails", problems, required=True)
+        if (details is not None)
+        else ""
+    )
+    if url and (problem := url_problem(url)):
+        problems.append((f"{spec_path}.connectionDetails.url", problem))
+    if len(problems) > before or not name or not url:
+        return None
+    return DataSourceSpec(name=name, url=url, path=path)
+
+
+def _source_name(meta: dict[Any, Any], path: str, problems: Problems) -> str:
+    name = _text(meta, "name", path, problems, required=True, max_length=_MAX_SOURCE_NAME)
+    if name == BUILTIN:
+        problems.append((f"{path}.name", f"{BUILTIN!r} is the built-in store's name"))
+        return ""
+    return name
 
 
 def _annotations(raw: Any, path: str, problems: Problems) -> dict[str, Any]:
@@ -651,6 +849,7 @@ def _annotations(raw: Any, path: str, problems: Problems) -> dict[str, Any]:
 def _indicator(
     spec: dict[Any, Any], path: str, slis: dict[str, SLISpec | None], problems: Problems
 ) -> tuple[str, SLISpec | None]:
+    """(metadata.name, the SLI) of an inline indicator or the SLI document indicatorRef names."""
     if ("indicator" in spec) == ("indicatorRef" in spec):
         problems.append((path, "give exactly one of indicator or indicatorRef"))
         return "", None

@@ -1,8 +1,15 @@
 """Read one number, or a distribution of numbers, from a Prometheus server's HTTP API."""
 
+import base64
+import copy
 import json
 import math
+import os
 import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -67,6 +74,52 @@ def prometheus_instant(*, source: MetricSource, promql: str, at: datetime | None
     return value
 
 
+PROBE_QUERY = "count(up)"
+PROBE_TIMEOUT_SECONDS = 3.0
+MAX_PROBE_QUERY = 2_000
+# Probes run here, so a page or API waits at most the probe's deadline even when the name
+# resolver (which no HTTP timeout covers) hangs; a stuck probe finishes on its own thread.
+_PROBES = ThreadPoolExecutor(max_workers=2, thread_name_prefix="prometheus-probe")
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One live query against a source: its number, or why there is none."""
+
+    query: str
+    value: float | None
+    error: str
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return not self.error
+
+
+def prometheus_probe(*, source: MetricSource, promql: str = PROBE_QUERY) -> Probe:
+    """Ask `source` for `promql` now, answering within PROBE_TIMEOUT_SECONDS (less when the
+    source's own timeout is shorter) whatever the network does. Never raises for the source."""
+    promql = promql.strip() or PROBE_QUERY
+    if len(promql) > MAX_PROBE_QUERY:
+        return Probe(
+            promql[:80] + "…", None, f"a test query is at most {MAX_PROBE_QUERY} characters", 0.0
+        )
+    deadline = min(source.timeout_seconds, PROBE_TIMEOUT_SECONDS)
+    quick = copy.copy(source)  # unsaved: only this probe waits less
+    quick.timeout_seconds = deadline
+    started = time.monotonic()
+    future = _PROBES.submit(prometheus_instant, source=quick, promql=promql)
+    try:
+        value = future.result(timeout=deadline + 0.5)
+    except PrometheusError as exc:
+        return Probe(promql, None, str(exc), time.monotonic() - started)
+    except FutureTimeout:
+        future.cancel()
+        error = f"{source.name}: no answer within {deadline:g} s"
+        return Probe(promql, None, error, time.monotonic() - started)
+    return Probe(promql, value, "", time.monotonic() - started)
+
+
 def prometheus_range(
     *, source: MetricSource, promql: str, start: datetime, end: datetime, step_seconds: float
 ) -> list[float]:
@@ -128,15 +181,35 @@ def _unix(moment: datetime) -> float:
     return moment.timestamp()
 
 
+def _authorization(source: MetricSource) -> str:
+    """The Authorization header's value ("" for none): the secret read now from the environment
+    variable the source's reference names, or a legacy header stored verbatim."""
+    if source.auth_scheme == MetricSource.AuthScheme.NONE or not source.auth_secret_ref:
+        return source.auth_header
+    variable = source.auth_secret_ref.removeprefix("env:")
+    secret = os.environ.get(variable)
+    if not secret:
+        raise PrometheusError(
+            f"{source.name}: the secret's environment variable {variable} is not set in this "
+            "process (set it for the web, worker and beat processes alike)",
+            retryable=False,
+        )
+    if source.auth_scheme == MetricSource.AuthScheme.BASIC:
+        pair = f"{source.auth_username}:{secret}".encode()
+        return "Basic " + base64.b64encode(pair).decode("ascii")
+    return f"Bearer {secret}"
+
+
 def _get(*, source: MetricSource, path: str, params: dict[str, str | float]) -> dict[str, Any]:
     """The `data` of a successful API response, or PrometheusError."""
-    if not _HEADER_VALUE.fullmatch(source.auth_header):
+    authorization = _authorization(source)
+    if not _HEADER_VALUE.fullmatch(authorization):
         # httpx and h11 would refuse it with an error that quotes the value: the credential.
         raise PrometheusError(
             f"{source.name}: the auth header has characters an HTTP header cannot carry",
             retryable=False,
         )
-    headers = {"Authorization": source.auth_header} if source.auth_header else {}
+    headers = {"Authorization": authorization} if authorization else {}
     try:
         with httpx.Client(timeout=source.timeout_seconds, verify=source.verify_tls) as client:
             response = client.get(source.url.rstrip("/") + path, params=params, headers=headers)
@@ -149,7 +222,7 @@ def _get(*, source: MetricSource, path: str, params: dict[str, str | float]) -> 
             f"{source.name}: no answer within {source.timeout_seconds:g} s", retryable=True
         ) from None
     except httpx.HTTPError as exc:
-        reason = str(exc).replace(source.auth_header, "…") if source.auth_header else str(exc)
+        reason = str(exc).replace(authorization, "…") if authorization else str(exc)
         raise PrometheusError(
             f"{source.name}: cannot reach Prometheus ({reason})", retryable=True
         ) from None

@@ -4,11 +4,13 @@ import re
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
+from urllib.parse import urlsplit
 
 import django.dispatch
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from core.errors import InvalidInput, NotFound
 from core.metrics import SAMPLES_INGESTED
 from signals.models import SLO, MetricSource, Sample
 from signals.slo_spec import BUILTIN, MetricRef, SLISpec, SLOInvalid, SLOSpec
@@ -38,7 +40,11 @@ class IngestInvalid(ValueError):
         self.problems = problems or []
 
 
-class SourceInvalid(ValueError):
+class SourceInvalid(InvalidInput):
+    pass
+
+
+class SourceNotFound(SourceInvalid, NotFound):
     pass
 
 
@@ -160,33 +166,237 @@ def samples_ingest(*, payload: Any, now: datetime | None = None) -> int:
     return len(rows)
 
 
+def url_problem(url: str) -> str:
+    """Why `url` cannot be a Prometheus source's base URL, or "" when it can. A host without a
+    dot is fine: in a cluster Prometheus is often just `prometheus:9090`."""
+    try:
+        parts = urlsplit(url)
+        if parts.username or parts.password:
+            # Not quoted back: the URL holds a credential.
+            return (
+                "credentials do not go in the URL: register them with the source as an env: "
+                "reference"
+            )
+        parts.port  # noqa: B018 -- reading it checks it: a port that is not a number raises
+    except ValueError:
+        return (
+            f"must be an http(s) URL with a host, e.g. http://prometheus:9090 (got {url[:200]!r})"
+        )
+    example = f"e.g. http://prometheus:9090 (got {url[:200]!r})"
+    if parts.scheme not in ("http", "https") or not parts.hostname or re.search(r"\s", url):
+        return f"must be an http(s) URL with a host, {example}"
+    if parts.query or parts.fragment:
+        return f"the base URL of the Prometheus API, without ?query or #fragment, {example}"
+    if len(url) > 200:  # MetricSource.url's max_length
+        return "at most 200 characters"
+    return ""
+
+
+# /api/metric-sources/register would shadow a source of that name.
+RESERVED_NAMES = frozenset({"register"})
+SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+SECRET_REF = re.compile(r"env:([A-Za-z_][A-Za-z0-9_]*)")
+MAX_TIMEOUT_SECONDS = 60.0
+# What an edit may change; the name and kind of a source are what SLOs and steps refer to.
+EDITABLE = (
+    "url",
+    "timeout_seconds",
+    "verify_tls",
+    "auth_scheme",
+    "auth_username",
+    "auth_secret_ref",
+)
+
+
+def _auth_problem(*, scheme: str, username: str, secret_ref: str) -> str:
+    """Why these credentials cannot be stored, or "". Never quotes `secret_ref`: a secret pasted
+    where its reference goes must not be echoed into a page, a log or the ledger."""
+    if scheme not in MetricSource.AuthScheme.values:
+        return f"auth scheme must be bearer, basic or none (got {scheme[:20]!r})"
+    if scheme == MetricSource.AuthScheme.NONE:
+        if username or secret_ref:
+            return "a username or secret needs an auth scheme (bearer or basic)"
+        return ""
+    if not SECRET_REF.fullmatch(secret_ref):
+        return (
+            "the secret must be a reference to an environment variable, like env:PROM_TOKEN; "
+            "Stepwise does not store credentials (what was given is not shown back)"
+        )
+    if scheme == MetricSource.AuthScheme.BASIC and not username.strip():
+        return "basic auth needs a username"
+    if scheme == MetricSource.AuthScheme.BEARER and username:
+        return "a bearer token takes no username"
+    if len(username) > 200:
+        return "the username is at most 200 characters"
+    return ""
+
+
+def _settings_problem(*, kind: str, url: str, timeout_seconds: float, auth: dict[str, str]) -> str:
+    if kind == MetricSource.Kind.PROMETHEUS:
+        if not url:
+            return "a Prometheus source needs the URL of its HTTP API"
+        if problem := url_problem(url):
+            return f"url: {problem}"
+    if (
+        isinstance(timeout_seconds, bool)
+        or not isinstance(timeout_seconds, int | float)
+        or not (0 < timeout_seconds <= MAX_TIMEOUT_SECONDS and math.isfinite(timeout_seconds))
+    ):
+        return f"the timeout must be a positive number of seconds, at most {MAX_TIMEOUT_SECONDS:g}"
+    return _auth_problem(**auth)
+
+
 def metric_source_create(
     *,
     name: str,
     kind: str = MetricSource.Kind.BUILTIN,
     url: str = "",
     auth_header: str = "",
+    auth_scheme: str = MetricSource.AuthScheme.NONE,
+    auth_username: str = "",
+    auth_secret_ref: str = "",
     timeout_seconds: float = 5.0,
     verify_tls: bool = True,
 ) -> MetricSource:
-    """Register a metric source. No ledger entry: `signals` sits below the ledger."""
+    """Register a metric source. No ledger entry: `signals` sits below the ledger; callers above
+    record it (leadership.services.metric_source_register)."""
     if not name.strip():
         raise SourceInvalid("a metric source needs a name")
+    if not SOURCE_NAME.fullmatch(name):
+        raise SourceInvalid(
+            "a metric source name is letters, digits, '.', '_' and '-', starting with a letter or "
+            f"digit, at most 100 characters (got {name[:100]!r})"
+        )
+    if name == BUILTIN and kind == MetricSource.Kind.PROMETHEUS:
+        raise SourceInvalid(f"{BUILTIN!r} is the built-in store's name")
+    if name in RESERVED_NAMES:
+        raise SourceInvalid(
+            f"{name!r} is reserved: POST /api/metric-sources/{name} registers sources"
+        )
     if kind not in MetricSource.Kind.values:
         raise SourceInvalid(f"unknown source kind {kind!r}; known: {', '.join(MetricSource.Kind)}")
-    if kind == MetricSource.Kind.PROMETHEUS and not url:
-        raise SourceInvalid("a Prometheus source needs the URL of its HTTP API")
-    if not (timeout_seconds > 0 and math.isfinite(timeout_seconds)):
-        raise SourceInvalid("the timeout must be a positive number of seconds")
-    if MetricSource.objects.filter(name=name).exists():
-        raise SourceInvalid(f"a metric source named {name!r} already exists")
-    return MetricSource.objects.create(
-        name=name,
-        kind=kind,
-        url=url,
-        auth_header=auth_header,
-        timeout_seconds=timeout_seconds,
-        verify_tls=verify_tls,
+    auth = {"scheme": auth_scheme, "username": auth_username, "secret_ref": auth_secret_ref}
+    if problem := _settings_problem(kind=kind, url=url, timeout_seconds=timeout_seconds, auth=auth):
+        raise SourceInvalid(problem)
+    existing = MetricSource.objects.filter(name=name).first()
+    if existing is not None:
+        retired = " (retired: its name stays taken)" if existing.is_retired else ""
+        raise SourceInvalid(f"a metric source named {name!r} already exists{retired}")
+    try:
+        # A savepoint: two registrations of one name at once meet at the unique constraint,
+        # and the second is a refusal, not a broken transaction.
+        with transaction.atomic():
+            return MetricSource.objects.create(
+                name=name,
+                kind=kind,
+                url=url,
+                auth_header=auth_header,
+                auth_scheme=auth_scheme,
+                auth_username=auth_username,
+                auth_secret_ref=auth_secret_ref,
+                timeout_seconds=timeout_seconds,
+                verify_tls=verify_tls,
+            )
+    except IntegrityError:
+        raise SourceInvalid(f"a metric source named {name!r} already exists") from None
+
+
+def metric_source_locked(*, name: str) -> MetricSource:
+    """The Prometheus source `name`, locked for a change, or SourceInvalid saying why not."""
+    source = MetricSource.objects.select_for_update().filter(name=name).first()
+    if source is None:
+        raise SourceNotFound(f"no metric source named {name!r}")
+    if source.kind != MetricSource.Kind.PROMETHEUS:
+        raise SourceInvalid(f"metric source {name!r} is the built-in store, not Prometheus")
+    return source
+
+
+@transaction.atomic
+def metric_source_update(*, name: str, changes: dict[str, Any]) -> tuple[MetricSource, dict]:
+    """Change a Prometheus source's settings (EDITABLE). Returns it and {field: [before, after]}
+    of what changed (empty when nothing did). Setting credentials clears a legacy auth header.
+    No ledger entry: callers above record it."""
+    unknown = sorted(set(changes) - set(EDITABLE))
+    if unknown:
+        raise SourceInvalid(
+            f"cannot change {', '.join(unknown)}; a source's name and kind stay, the editable "
+            f"settings are {', '.join(EDITABLE)}"
+        )
+    source = metric_source_locked(name=name)
+    if source.is_retired:
+        raise SourceInvalid(f"metric source {name!r} is retired; register a new one instead")
+    after = {key: changes.get(key, getattr(source, key)) for key in EDITABLE}
+    if not isinstance(after["url"], str) or not all(
+        isinstance(after[key], str) for key in ("auth_scheme", "auth_username", "auth_secret_ref")
+    ):
+        raise SourceInvalid("url, auth_scheme, auth_username and auth_secret_ref are text")
+    if not isinstance(after["verify_tls"], bool):
+        raise SourceInvalid("verify_tls is true or false")
+    if after["auth_scheme"] == MetricSource.AuthScheme.NONE and "auth_scheme" in changes:
+        # Switching credentials off takes the reference and username with it.
+        after["auth_username"] = after["auth_secret_ref"] = ""
+    auth = {
+        "scheme": after["auth_scheme"],
+        "username": after["auth_username"],
+        "secret_ref": after["auth_secret_ref"],
+    }
+    if problem := _settings_problem(
+        kind=source.kind, url=after["url"], timeout_seconds=after["timeout_seconds"], auth=auth
+    ):
+        raise SourceInvalid(problem)
+    changed = {
+        key: [getattr(source, key), value]
+        for key, value in after.items()
+        if getattr(source, key) != value
+    }
+    auth_changed = any(key.startswith("auth_") for key in changed)
+    if auth_changed and source.auth_header:
+        source.auth_header = ""
+        changed["auth_header"] = ["(legacy header)", ""]
+    if not changed:
+        return source, {}
+    for key in EDITABLE:
+        setattr(source, key, after[key])
+    source.save()
+    return source, changed
+
+
+@transaction.atomic
+def metric_source_mark_retired(
+    *, name: str, now: datetime | None = None
+) -> tuple[MetricSource, bool]:
+    """Retire a Prometheus source: nothing new may name it. Returns it and whether this call
+    retired it (False when it already was: a second click changes nothing). No ledger entry:
+    callers above record it."""
+    source = metric_source_locked(name=name)
+    if source.is_retired:
+        return source, False
+    source.retired_at = now or timezone.now()
+    source.save(update_fields=["retired_at"])
+    return source, True
+
+
+@transaction.atomic
+def metric_source_declare(*, name: str, url: str) -> tuple[MetricSource, str]:
+    """An OpenSLO DataSource: create the Prometheus source `name`, or point it at `url`. Returns
+    it and "created", "updated" or "unchanged". No ledger entry: callers above record it."""
+    if not MetricSource.objects.filter(name=name).exists():
+        return metric_source_create(
+            name=name, kind=MetricSource.Kind.PROMETHEUS, url=url
+        ), "created"
+    source, changed = metric_source_update(name=name, changes={"url": url})
+    return source, "updated" if changed else "unchanged"
+
+
+def prometheus_source_names(*, retired: bool = False) -> list[str]:
+    """The Prometheus sources new SLOs and steps may name (or, with `retired`, the retired ones
+    they may not), by name."""
+    return list(
+        MetricSource.objects.filter(
+            kind=MetricSource.Kind.PROMETHEUS, retired_at__isnull=not retired
+        )
+        .order_by("name")
+        .values_list("name", flat=True)
     )
 
 
@@ -249,6 +459,16 @@ def slo_source_problems(spec: SLOSpec, *, path: str = "") -> list[tuple[str, str
         ]
     if found.kind != MetricSource.Kind.PROMETHEUS:
         return [(where, f"metric source {source!r} is {found.kind}, not Prometheus")]
+    if found.is_retired and not SLO.objects.filter(name=spec.name, source=found).exists():
+        others = ", ".join(prometheus_source_names())
+        return [
+            (
+                where,
+                f"metric source {source!r} is retired (since {found.retired_at:%Y-%m-%d}): only "
+                f"SLOs that already read it may keep it; choose another "
+                f"({others or 'none is registered'})",
+            )
+        ]
     return []
 
 

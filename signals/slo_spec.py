@@ -6,6 +6,7 @@ is compared, and under Timeslices a minute is good when at least `time_slice_tar
 samples hold (docs/openslo.md). The computation of what an SLO *is now* lives in `signals.slos`.
 """
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -108,3 +109,51 @@ class SLOSpec:
     # Burn-rate alerts need at least this many events in the long window (low traffic would page
     # on a handful of errors otherwise).
     alert_min_events: int = 20
+
+
+# A PromQL function that already turns a counter into a per-second (or per-window) number.
+_RATE_FUNCTION = re.compile(r"(?<![\w:])(rate|irate|increase)\s*\(")
+# A series name ending like a counter (Prometheus naming: _total, and a histogram's or summary's
+# _count and _sum), not followed by "(" (a function) and not inside a quoted label value.
+_COUNTER_NAME = re.compile(r"(?<![\w:])([a-zA-Z_:][\w:]*_(?:total|count|sum))\b(?!\s*\()")
+_QUOTED = re.compile(r"\"(?:[^\"\\]|\\.)*\"|'(?:[^'\\]|\\.)*'|`[^`]*`")
+
+
+def sli_warnings(sli: SLISpec) -> list[tuple[str, str]]:
+    """(metric key, reason) for each ratio metric whose query contradicts `counter`: a counter
+    SLI whose query is already a rate, or a rate SLI that reads a raw counter. The SLO still
+    works as declared; the warning says the numbers are likely not what was meant."""
+    if sli.kind != "ratio":
+        return []
+    warnings = []
+    for key in ("good", "bad", "total"):
+        ref = getattr(sli, key)
+        if ref is None:
+            continue
+        text = _QUOTED.sub('""', ref.query) if ref.query else ref.metric
+        rate = _RATE_FUNCTION.search(text)
+        counter_name = _COUNTER_NAME.search(text)
+        if sli.counter and rate:
+            warnings.append(
+                (
+                    key,
+                    f"counter: true, but the query already computes {rate.group(1)}(): Stepwise "
+                    "takes the increase of a counter, so this counts the increase of a rate. "
+                    "Query the raw counter (e.g. http_requests_total{...}) or set counter: false",
+                )
+            )
+        elif not sli.counter and counter_name and not rate:
+            reads = (
+                "each sample as a count of events"
+                if ref.metric
+                else "the query as a per-second rate of events"
+            )
+            warnings.append(
+                (
+                    key,
+                    f"counter: false reads {reads}, but {counter_name.group(1)} is a raw counter "
+                    f"(it only grows). Set counter: true"
+                    + ("" if ref.metric else " or wrap it in rate(...[5m])"),
+                )
+            )
+    return warnings

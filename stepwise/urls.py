@@ -20,6 +20,7 @@ urlpatterns = [
     path("api/incidents/", include("incidents.api_urls")),
     path("", include("leadership.urls")),
     path("", include("accounts.urls")),
+    path("", include("leadership.api_urls")),
     path("admin/", admin.site.urls),
 ]
 

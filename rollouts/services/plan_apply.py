@@ -13,9 +13,16 @@ from core.errors import TransitionRefused
 from ledger.services import ledger_append
 from live.broadcast import stream_touch
 from rollouts.models import Decision, Flag, Plan, Step, StepTarget, Target
-from rollouts.plan_spec import PlanSpec, StepSpec, plan_spec_from_plan, plan_spec_parse
+from rollouts.plan_spec import (
+    PlanSpec,
+    StepSpec,
+    plan_spec_from_plan,
+    plan_spec_parse,
+    step_metric_sources,
+)
 from rollouts.services.flags import flag_create
 from signals.models import SLO, MetricSource
+from signals.services import prometheus_source_names
 
 # A step in one of these has a history (flag versions, ledger entries, convergence) that a file
 # must not rewrite.
@@ -404,27 +411,45 @@ def _state_digest(stored: PlanSpec | None) -> str:
     return stored.digest() if stored else "new"
 
 
-def _unknown_sources(spec: PlanSpec) -> list[str]:
-    """Prometheus sources are registered before a plan may query them."""
-    wanted: dict[str, list[str]] = {}
-    for step in spec.steps:
-        docs = [*step.measurements.values(), *step.canary.get("metrics", {}).values()]
-        if step.convergence:
-            docs.append(step.convergence["measurement"])
-        for doc in docs:
-            if "source" in doc:
-                wanted.setdefault(doc["source"], []).append(step.key)
-    known = set(
-        MetricSource.objects.filter(name__in=wanted, kind=MetricSource.Kind.PROMETHEUS).values_list(
-            "name", flat=True
-        )
+def _sources_of(step: StepSpec) -> set[str]:
+    return step_metric_sources(
+        measurements=step.measurements, canary=step.canary, convergence=step.convergence
     )
-    return [
-        f"step {', '.join(sorted(set(steps)))} reads metric source {name!r}, which is not a "
-        "registered Prometheus source"
-        for name, steps in sorted(wanted.items())
-        if name not in known
-    ]
+
+
+def _unknown_sources(spec: PlanSpec, stored: PlanSpec | None) -> list[str]:
+    """Prometheus sources are registered before a plan may query them. A retired source may be
+    read only by a step that already read it: nothing new starts reading it."""
+    already = {step.key: _sources_of(step) for step in (stored.steps if stored else ())}
+    wanted: dict[str, list[str]] = {}
+    retired_ok: dict[str, set[str]] = {}
+    for step in spec.steps:
+        for name in _sources_of(step):
+            wanted.setdefault(name, []).append(step.key)
+            if name in already.get(step.key, set()):
+                retired_ok.setdefault(name, set()).add(step.key)
+    found = {
+        source.name: source
+        for source in MetricSource.objects.filter(
+            name__in=wanted, kind=MetricSource.Kind.PROMETHEUS
+        )
+    }
+    known = ", ".join(prometheus_source_names()) or "none is registered"
+    reasons = []
+    for name, steps in sorted(wanted.items()):
+        source = found.get(name)
+        if source is None:
+            why = "which is not a registered Prometheus source"
+        elif source.is_retired and set(steps) - retired_ok.get(name, set()):
+            steps = sorted(set(steps) - retired_ok.get(name, set()))
+            why = "which is retired: no step may start reading it"
+        else:
+            continue
+        reasons.append(
+            f"step {', '.join(sorted(set(steps)))} reads metric source {name!r}, {why} "
+            f"(Prometheus sources: {known})"
+        )
+    return reasons
 
 
 def _unknown_slos(spec: PlanSpec) -> list[str]:
@@ -449,7 +474,7 @@ def _unknown_slos(spec: PlanSpec) -> list[str]:
 
 def _diff_against(plan: Plan | None, stored: PlanSpec | None, spec: PlanSpec) -> PlanDiff:
     diff = plan_diff(stored=stored, wanted=spec)
-    reasons = _unknown_sources(spec) + _unknown_slos(spec)
+    reasons = _unknown_sources(spec, stored) + _unknown_slos(spec)
     if plan is not None:
         statuses = dict(plan.steps.values_list("key", "status"))
         reasons += _refusals(plan, diff, statuses)

@@ -54,9 +54,11 @@ def new_page(browser, stepwise_server):
         # meets one fails (stepwise/csp.py: nothing on a page may need an exception).
         page.on(
             "console",
-            lambda message: violations.append(f"{page.url}: {message.text}")
-            if "Content Security Policy" in message.text
-            else None,
+            lambda message: (
+                violations.append(f"{page.url}: {message.text}")
+                if "Content Security Policy" in message.text
+                else None
+            ),
         )
         return page
 

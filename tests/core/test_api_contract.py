@@ -23,6 +23,7 @@ from rollouts.ofrep import PERMISSION as OFREP_PERMISSION
 from rollouts.ofrep import SCOPE as OFREP_SCOPE
 from rollouts.ofrep import ofrep_app
 from rollouts.services.plan_apply import plan_apply
+from signals.services import metric_source_create
 from stepwise.views import openapi_document
 from tests.asgi_client import AsgiClient
 from tests.factories import UserFactory
@@ -96,13 +97,22 @@ def test_api_schema__anonymous__served_as_json(client):
 
 @pytest.fixture
 def world():
-    """A superuser, a flag, a plan with one step and an incident, so every path has an object."""
+    """A superuser, a flag, a plan with one step, an incident and a Prometheus source, so every
+    path has an object."""
     admin = UserFactory(is_superuser=True, is_staff=True, username="root")
     flag_make("checkout-v2", enabled=True, rollout_percentage=25)
     plan_apply(text=plan_yaml(step_doc("deploy-a")), actor=admin)
     step = Step.objects.get()
     incident = incident_declare(title="contract", severity=3, actor=admin)
-    return {"admin": admin, "step_id": step.pk, "incident_id": incident.pk, "key": "checkout-v2"}
+    # Nothing listens on port 9: a test of it is refused at once, not waited for.
+    source = metric_source_create(name="prom", kind="prometheus", url="http://127.0.0.1:9")
+    return {
+        "admin": admin,
+        "step_id": step.pk,
+        "incident_id": incident.pk,
+        "key": "checkout-v2",
+        "name": source.name,
+    }
 
 
 def _concrete(path: str, world: dict[str, Any]) -> str:

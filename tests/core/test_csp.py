@@ -62,6 +62,7 @@ def test_every_page__strict_policy_and_nothing_inline(demo):
         "/slos/",
         "/slos/login-availability/",
         "/slos/import",
+        "/metric-sources/",
         "/risk/",
         "/admin/",
         "/admin/ledger/ledgerentry/",

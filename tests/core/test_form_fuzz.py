@@ -52,6 +52,7 @@ FORM_POSTS = [
     "/incidents/{incident}/action-items",
     "/incidents/{incident}/postmortem/write",
     "/slos/import",
+    "/metric-sources/",
     "/password/",
     "/integrations/tokens",
     "/integrations/tokens/{token}/revoke",
@@ -125,6 +126,11 @@ FIELDS = [
     "old_password",
     "new_password1",
     "new_password2",
+    "url",
+    "timeout_seconds",
+    "verify_tls",
+    "auth_scheme",
+    "auth_secret_ref",
     "unknown_field",
 ]
 _value = (

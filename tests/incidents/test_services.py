@@ -258,13 +258,9 @@ def test_incident_declare__invalid_input__refused_and_nothing_stored(commander, 
     _nothing_stored()
 
 
-def test_incident_declare__console__pushes_the_live_console_once_after_commit(
-    pushes, commander
-):
+def test_incident_declare__console__pushes_the_live_console_once_after_commit(pushes, commander):
     with pushes.commit():
-        incident = incident_declare(
-            title="Checkout 500s in eu-west", severity=2, actor=commander
-        )
+        incident = incident_declare(title="Checkout 500s in eu-west", severity=2, actor=commander)
     [event] = StreamEvent.objects.filter(stream_id=incident.stream)
     assert event.event.split(",")[0] == "incident.declared" and event.state
     [(seq, html)] = pushes.on(incident.stream)  # every touch of the declaration: one frame

@@ -174,8 +174,8 @@ def test_slo_import__tpm_pastes_a_file__created_then_unchanged_with_ledger(clien
     second = client.post(reverse("slo-import"), {"text": text})
 
     assert first.status_code == 200
-    assert [outcome for _, outcome in first.context["results"]] == ["created"]
-    assert [outcome for _, outcome in second.context["results"]] == ["unchanged"]
+    assert [outcome for _, outcome in first.context["imported"].slos] == ["created"]
+    assert [outcome for _, outcome in second.context["imported"].slos] == ["unchanged"]
     slo = SLO.objects.get(name="login-availability")
     assert slo.owner == "identity-team" and slo.objective == pytest.approx(0.999)
     assert LedgerEntry.objects.filter(action="slo.created", subject_id=str(slo.pk)).count() == 1
@@ -243,16 +243,16 @@ def test_slo_export__one_and_all__parse_back_to_the_stored_specs(client, role_us
     every = client.get(reverse("slo-export-all"))
 
     assert one["Content-Type"] == "application/yaml"
-    assert [s.name for s in openslo_parse(one.content.decode())] == ["login-latency"]
-    exported = {s.name: s for s in openslo_parse(every.content.decode())}
-    original = {s.name: s for s in openslo_parse((EXAMPLES / "search-api.yaml").read_text())}
+    assert [s.name for s in openslo_parse(one.content.decode()).slos] == ["login-latency"]
+    exported = {s.name: s for s in openslo_parse(every.content.decode()).slos}
+    original = {s.name: s for s in openslo_parse((EXAMPLES / "search-api.yaml").read_text()).slos}
     assert exported["search-availability"] == original["search-availability"]
     assert len(list(yaml.safe_load_all(every.content))) == 2
 
 
 def test_import_openslo__bad_file__command_error_lists_problems(tmp_path):
     path = tmp_path / "bad.yaml"
-    path.write_text("apiVersion: openslo/v1\nkind: DataSource\nmetadata: {name: x}\n")
+    path.write_text("apiVersion: openslo/v1\nkind: AlertPolicy\nmetadata: {name: x}\n")
     with pytest.raises(CommandError) as failed:
         call_command("import_openslo", str(path))
     assert "nothing changed" in str(failed.value)

@@ -75,7 +75,7 @@ def example_slos(db) -> None:
     from signals.services import slo_save
 
     path = Path(__file__).resolve().parents[2] / "examples" / "openslo" / "login-availability.yaml"
-    for spec in openslo_parse(path.read_text()):
+    for spec in openslo_parse(path.read_text()).slos:
         slo_save(spec=spec)
 
 

@@ -15,7 +15,7 @@ from rollouts.plan_spec import (
     plan_spec_parse,
 )
 from rollouts.services.plan_apply import PlanApplyRefused, plan_apply
-from signals.services import metric_source_create
+from signals.services import metric_source_create, metric_source_mark_retired
 from tests.rollouts.plan_factories import example_text, plan_yaml, step_doc
 
 ERROR_RATE = {"metric": "http_error_ratio", "aggregation": "avg", "window": "5m"}
@@ -455,7 +455,8 @@ def test_plan_apply__prometheus_source_not_registered__refused_then_applied_once
         plan_apply(text=text, actor=None)
 
     assert info.value.reasons == [
-        "step a reads metric source 'prom', which is not a registered Prometheus source"
+        "step a reads metric source 'prom', which is not a registered Prometheus source "
+        "(Prometheus sources: none is registered)"
     ]
     assert not Plan.objects.exists()
 
@@ -465,6 +466,34 @@ def test_plan_apply__prometheus_source_not_registered__refused_then_applied_once
     assert result.applied
     stored = result.plan.steps.get(key="a").measurements["error_rate"]
     assert stored["source"] == "prom" and stored["query"].startswith("sum(rate(")
+
+
+@pytest.mark.django_db
+def test_plan_apply__retired_source__refused_for_a_new_reader_kept_by_the_step_that_read_it():
+    reads_prom = _verification(
+        measurements={"error_rate": {"source": "prom", "query": "sum(up)", "window": "5m"}}
+    )
+    metric_source_create(name="prom", kind="prometheus", url="http://127.0.0.1:9")
+    metric_source_create(name="thanos", kind="prometheus", url="http://127.0.0.1:10")
+    plan_apply(text=plan_yaml(step_doc("a", verification=reads_prom)), actor=None)
+    metric_source_mark_retired(name="prom")
+
+    with pytest.raises(PlanApplyRefused) as info:
+        plan_apply(
+            text=plan_yaml(
+                step_doc("a", verification=reads_prom), step_doc("b", verification=reads_prom)
+            ),
+            actor=None,
+        )
+    kept = plan_apply(
+        text=plan_yaml(step_doc("a", title="A, renamed", verification=reads_prom)), actor=None
+    )
+
+    assert info.value.reasons == [
+        "step b reads metric source 'prom', which is retired: no step may start reading it "
+        "(Prometheus sources: thanos)"
+    ]
+    assert kept.applied and kept.plan.steps.get(key="a").title == "A, renamed"
 
 
 def test_example_file__parsed__no_errors_and_measurements_declared():

@@ -63,7 +63,7 @@ def dump(*documents: Any) -> str:
 
 
 def parse_one(document: dict[str, Any]) -> SLOSpec:
-    (spec,) = openslo_parse(dump(document))
+    (spec,) = openslo_parse(dump(document)).slos
     return spec
 
 
@@ -107,13 +107,13 @@ def test_examples__directory__holds_the_documented_files():
 
 @pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda path: path.name)
 def test_openslo_parse__every_example__parses_and_round_trips(path):
-    specs = openslo_parse(path.read_text())
+    specs = openslo_parse(path.read_text()).slos
     assert specs
-    assert openslo_parse(openslo_export(specs)) == specs
+    assert openslo_parse(openslo_export(specs)).slos == specs
 
 
 def test_openslo_parse__checkout_example__prometheus_ratio():
-    (spec,) = openslo_parse((EXAMPLES / "checkout-availability.yaml").read_text())
+    (spec,) = openslo_parse((EXAMPLES / "checkout-availability.yaml").read_text()).slos
     assert spec.name == "checkout-availability"
     assert spec.service == "checkout"
     assert spec.objective == 0.999
@@ -131,7 +131,7 @@ def test_openslo_parse__checkout_example__prometheus_ratio():
 
 
 def test_openslo_parse__accounts_example__indicator_ref_resolved():
-    (spec,) = openslo_parse((EXAMPLES / "accounts-api.yaml").read_text())
+    (spec,) = openslo_parse((EXAMPLES / "accounts-api.yaml").read_text()).slos
     assert spec.name == "accounts-api-availability"
     assert spec.indicator_name == "accounts-api-errors"
     assert spec.objective == 0.995
@@ -145,7 +145,7 @@ def test_openslo_parse__accounts_example__indicator_ref_resolved():
 
 
 def test_openslo_parse__login_latency_example__threshold_with_timeslices():
-    (spec,) = openslo_parse((EXAMPLES / "login-latency.yaml").read_text())
+    (spec,) = openslo_parse((EXAMPLES / "login-latency.yaml").read_text()).slos
     assert spec.indicator == SLISpec(
         kind="threshold",
         source=BUILTIN,
@@ -157,7 +157,7 @@ def test_openslo_parse__login_latency_example__threshold_with_timeslices():
 
 
 def test_openslo_parse__login_availability_example__owner_and_min_events():
-    (spec,) = openslo_parse((EXAMPLES / "login-availability.yaml").read_text())
+    (spec,) = openslo_parse((EXAMPLES / "login-availability.yaml").read_text()).slos
     assert spec.owner == "identity-team"
     assert spec.alert_min_events == 50
     assert spec.indicator.bad == MetricRef(metric="login_failures_total")
@@ -166,7 +166,7 @@ def test_openslo_parse__login_availability_example__owner_and_min_events():
 
 
 def test_openslo_parse__payments_example__calendar_month():
-    (spec,) = openslo_parse((EXAMPLES / "payments-monthly.yaml").read_text())
+    (spec,) = openslo_parse((EXAMPLES / "payments-monthly.yaml").read_text()).slos
     assert spec.rolling is False
     assert (spec.window_text, spec.window_seconds) == ("1M", 30 * 86400)
     assert (spec.calendar_start, spec.calendar_timezone) == ("2026-01-01 00:00:00", "UTC")
@@ -223,7 +223,7 @@ def test_openslo_parse__good_with_matchers_and_counter_false__kept():
 
 def test_openslo_parse__counter_left_out__defaults_to_true():
     text = with_change(["spec", "indicator", "spec", "ratioMetric", "counter"], ...)
-    (spec,) = openslo_parse(text)
+    (spec,) = openslo_parse(text).slos
     assert spec.indicator.counter is True
 
 
@@ -232,7 +232,7 @@ def test_openslo_parse__builtin_metric_source_ref_builtin__accepted():
     metric["metricSource"]["metricSourceRef"] = "builtin"
     (spec,) = openslo_parse(
         with_change(["spec", "indicator", "spec", "ratioMetric", "bad"], metric)
-    )
+    ).slos
     assert spec.indicator.source == BUILTIN
 
 
@@ -317,9 +317,9 @@ def test_openslo_parse__unquoted_start_time__kept_as_text():
         "  - duration: 1M\n    isRolling: false\n"
         "    calendar: {startTime: 2026-01-01 00:00:00, timeZone: UTC}\n",
     )
-    (spec,) = openslo_parse(text)
+    (spec,) = openslo_parse(text).slos
     assert spec.calendar_start == "2026-01-01 00:00:00"
-    assert openslo_parse(openslo_export([spec])) == [spec]
+    assert openslo_parse(openslo_export([spec])).slos == [spec]
 
 
 def test_openslo_parse__alert_min_events_unquoted__read_as_int():
@@ -329,7 +329,7 @@ def test_openslo_parse__alert_min_events_unquoted__read_as_int():
 
 
 def test_openslo_parse__empty_trailing_document__ignored():
-    assert len(openslo_parse(dump(slo_document()) + "---\n")) == 1
+    assert len(openslo_parse(dump(slo_document()) + "---\n").slos) == 1
 
 
 def test_openslo_parse__one_sli_for_two_slos__both_use_it():
@@ -345,7 +345,7 @@ def test_openslo_parse__one_sli_for_two_slos__both_use_it():
     second = copy.deepcopy(first)
     second["metadata"]["name"] = "login-latency-strict"
     second["spec"]["objectives"][0]["value"] = 200
-    specs = openslo_parse(dump(first, second, sli))
+    specs = openslo_parse(dump(first, second, sli)).slos
     assert [(s.name, s.threshold, s.indicator_name) for s in specs] == [
         ("login-availability", 300.0, "shared"),
         ("login-latency-strict", 200.0, "shared"),
@@ -357,7 +357,8 @@ def test_openslo_parse__one_sli_for_two_slos__both_use_it():
 
 
 def test_openslo_export__two_specs__separated_documents_in_readable_order():
-    specs = openslo_parse(dump(slo_document(), threshold_document()).replace("login-a", "x-a", 1))
+    text = dump(slo_document(), threshold_document()).replace("login-a", "x-a", 1)
+    specs = openslo_parse(text).slos
     text = openslo_export(specs)
     documents = text.split("\n---\n")
     assert len(documents) == 2
@@ -371,7 +372,7 @@ def test_openslo_export__two_specs__separated_documents_in_readable_order():
         "budgetingMethod",
         "objectives",
     ]
-    assert openslo_parse(text) == specs
+    assert openslo_parse(text).slos == specs
 
 
 def test_openslo_export__defaults__no_annotations_written():
@@ -401,7 +402,7 @@ def test_openslo_export__threshold_timeslices__objective_fields():
     assert exported["spec"]["objectives"] == [
         {"target": 0.99, "op": "lt", "value": 300, "timeSliceTarget": 0.95, "timeSliceWindow": "1m"}
     ]
-    assert openslo_parse(openslo_export([spec])) == [spec]
+    assert openslo_parse(openslo_export([spec])).slos == [spec]
 
 
 def test_openslo_export__spec_made_elsewhere__names_and_window_filled_in():
@@ -417,7 +418,7 @@ def test_openslo_export__spec_made_elsewhere__names_and_window_filled_in():
         objective=0.99,
         window_seconds=14 * 86400,
     )
-    (back,) = openslo_parse(openslo_export([spec]))
+    (back,) = openslo_parse(openslo_export([spec])).slos
     assert (back.indicator_name, back.window_text) == ("api-availability", "14d")
     assert back.indicator == spec.indicator
     assert back.window_seconds == spec.window_seconds
@@ -525,7 +526,6 @@ def test_openslo_parse__target_and_target_percent__refused():
     ("kind", "why"),
     [
         ("Service", "spec.service"),
-        ("DataSource", "metricSourceRef"),
         ("AlertPolicy", "burn rates"),
         ("AlertCondition", "burn rates"),
         ("AlertNotificationTarget", "incident command"),
@@ -700,9 +700,9 @@ SOURCE = "documents[0].spec.indicator.spec.ratioMetric.bad.metricSource"
             "built-in store",
         ),
         (
-            {"metricSource": {"type": "Prometheus", "spec": {"query": "sum(x)"}}},
+            {"metricSource": {"type": "Prometheus", "metricSourceRef": 7, "spec": {"query": "x"}}},
             ".metricSourceRef",
-            "required: the name of a registered Prometheus metric source",
+            "must be the name of a registered Prometheus metric source, or left out",
         ),
         (prometheus("sum(x)", ref="builtin"), ".metricSourceRef", "use type: Stepwise"),
         (prometheus(""), ".spec.query", "non-empty"),
@@ -899,12 +899,12 @@ def test_openslo_parse__only_an_sli__no_slo_refused():
         "metadata": {"name": "errors"},
         "spec": {"thresholdMetric": builtin("x_ms")},
     }
-    assert problems_of(dump(sli)) == [("documents", "no SLO document in the file")]
+    assert problems_of(dump(sli)) == [("documents", "no SLO or DataSource document in the file")]
 
 
 @pytest.mark.parametrize("text", ["", "# nothing here\n", "---\n"])
 def test_openslo_parse__empty_file__no_slo_refused(text):
-    assert problems_of(text) == [("documents", "no SLO document in the file")]
+    assert problems_of(text) == [("documents", "no SLO or DataSource document in the file")]
 
 
 @pytest.mark.parametrize("other", ["- a\n- b\n", "just text\n", "42\n"])
