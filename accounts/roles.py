@@ -55,6 +55,11 @@ MACHINE_ROLES: dict[str, MachineRole] = {
         permissions=("rollouts.view_step",),
         scopes=("deploys:write",),
     ),
+    "scraper": MachineRole(
+        purpose="a Prometheus scraping Stepwise's own /metrics",
+        permissions=(),
+        scopes=("metrics:read",),
+    ),
     "flag-client": MachineRole(
         purpose="evaluates feature flags over OFREP (/ofrep/v1/…)",
         permissions=("rollouts.view_flag",),

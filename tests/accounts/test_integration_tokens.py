@@ -36,6 +36,7 @@ REACHES = {
         "/api/incidents/{incident_id}/narration",
     },
     "deployer": {"/api/deploys"},
+    "scraper": set(),  # /metrics only: checked in tests/test_metrics.py
     "flag-client": {"/ofrep/v1/evaluate/flags"},
 }
 
@@ -73,12 +74,14 @@ def test_roles_sync__machine_roles__exactly_the_permissions_their_api_needs():
         "exporter": {"signals.add_sample"},
         "alertmanager": {"incidents.narrate"},
         "deployer": {"rollouts.view_step"},
+        "scraper": set(),
         "flag-client": {"rollouts.view_flag"},
     }
     assert {role: MACHINE_ROLES[role].scopes for role in MACHINE_ROLES} == {
         "exporter": ("metrics:write",),
         "alertmanager": ("incidents:write",),
         "deployer": ("deploys:write",),
+        "scraper": ("metrics:read",),
         "flag-client": ("flags:evaluate",),
     }
 
@@ -193,6 +196,14 @@ def test_machine_role_token__every_api_route__reaches_only_its_own(admin, role):
         if access_refusal(user, token, scope=scope, permission=permission) is None
     }
     assert reached == REACHES[role]
+
+
+def test_scraper_token__metrics__scraped_from_any_address(client, admin, settings):
+    settings.METRICS_ALLOW_NETWORKS = []  # not from an allowed address: the token alone
+    _, raw = integration_token_create(role="scraper", name="prometheus", actor=admin)
+    response = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {raw}")
+    assert response.status_code == 200
+    assert b"stepwise_ledger_appends_total" in response.content
 
 
 def test_exporter_token__metrics_ingest__samples_stored_end_to_end(client, admin):
