@@ -79,3 +79,14 @@ def unsafe_text(
             if problem:
                 return _shown(path), problem
     return None
+
+
+def seconds_text(seconds: float) -> str:
+    """4.2 -> "4.2 s", 180 -> "3 min", 5400 -> "1 h 30 min": a wait as a person reads it."""
+    if seconds < 60:
+        return f"{seconds:.1f} s" if seconds < 10 and seconds != int(seconds) else f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, rest = divmod(minutes, 60)
+    return f"{hours} h" + (f" {rest} min" if rest else "")

@@ -1,11 +1,14 @@
 """The ordering rules as pure functions over loaded rows, so the page that greys out a button and
 the service that refuses the click give the same reason."""
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
 
-from core.text import clip
+from core.text import clip, percent_text, seconds_text
 from rollouts.gates import partner_reason
-from rollouts.models import Assumption, FlagVersion, Plan, Step, StepTarget
+from rollouts.models import Assumption, FlagVersion, Plan, Step, StepTarget, Verification
 
 # Finished, for a plan's completion. Whether a dependant may start is `dependencies_converged`.
 SATISFIED = {Step.Status.DONE, Step.Status.SKIPPED}
@@ -324,3 +327,59 @@ def action_blockers(
             else "only a running or verifying step is verified again"
         ),
     }
+
+
+@dataclass(frozen=True)
+class WorstCase:
+    """If a running step's fail condition starts holding now: what is exposed, for how long at
+    most, and where the flag goes then. `seconds` is None when nothing sets the flag back by
+    itself (the action on fail pauses or pages: a person acts)."""
+
+    exposure: Decimal
+    seconds: float | None
+    back_to: Decimal | None
+    how: str
+
+    @property
+    def weight(self) -> float:
+        """Exposure x time, to find a plan's worst step; waiting for a person is the worst."""
+        return float(self.exposure) * (math.inf if self.seconds is None else self.seconds)
+
+    @property
+    def text(self) -> str:
+        if self.seconds is None or self.back_to is None:
+            return f"{percent_text(self.exposure)} exposed until a person acts ({self.how})"
+        return (
+            f"{percent_text(self.exposure)} exposed for up to {seconds_text(self.seconds)} "
+            f"({self.how}), then {percent_text(self.back_to)}"
+        )
+
+
+def worst_case(
+    step: Step, run: Verification | None, *, watched: bool, ingest_p99: float | None
+) -> WorstCase | None:
+    """The worst case of a flag step whose verification is running, or None. `watched`: a
+    breaching sample of a metric its fail condition reads triggers an evaluation at once, so the
+    time is the measured p99 from breach to revert (`ingest_p99`) once one was measured."""
+    current = step.flag.current if step.flag_id else None
+    if run is None or run.status != Verification.Status.RUNNING or current is None:
+        return None
+    exposure = current.exposure
+    if exposure == 0:
+        return None
+    start = step.attempt_flag_version
+    if run.on_fail == Step.OnFail.RESTORE_PREVIOUS_FLAG:
+        back_to = start.exposure if start else Decimal(0)
+    elif run.on_fail == Step.OnFail.SET_FLAG_PERCENTAGE and run.on_fail_percentage is not None:
+        # Above where the attempt began, the declared action is refused and the step reverted.
+        back_to = run.on_fail_percentage
+        if start is not None and back_to > start.exposure:
+            back_to = start.exposure
+    else:
+        return WorstCase(exposure, None, None, f"on fail: {run.get_on_fail_display()}")
+    if watched and ingest_p99 is not None:
+        how = "a breaching sample is judged at once; measured p99 breach to revert"
+        return WorstCase(exposure, ingest_p99, back_to, how)
+    failures = max(1, run.failure_limit + 1 - run.failed)
+    how = f"{failures} failing evaluation{'s' if failures != 1 else ''}, {run.interval_seconds} s apart"
+    return WorstCase(exposure, failures * run.interval_seconds, back_to, how)

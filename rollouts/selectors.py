@@ -1,5 +1,6 @@
 """Reads for rollouts pages and APIs, with their joins applied."""
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -32,8 +33,10 @@ from rollouts.models import (
     Step,
     StepTarget,
     Verification,
+    VerificationWatch,
 )
 from rollouts.rules import (
+    WorstCase,
     action_blockers,
     decision_needed,
     decision_needed_reason,
@@ -44,6 +47,7 @@ from rollouts.rules import (
     start_warning,
     top_assumption,
     top_untested_reason,
+    worst_case,
 )
 from rollouts.thrash import plans_thrashing
 from rollouts.verification_spec import stored_measurements
@@ -68,6 +72,7 @@ class StepRow:
     lockstep: list[str] = field(default_factory=list)
     # Under the warn policy: why starting now goes ahead of probing the top assumption.
     warning: str | None = None
+    worst: WorstCase | None = None
 
     @property
     def verification(self) -> Verification | None:
@@ -94,7 +99,7 @@ def _deps(*plans: Plan) -> dict[int, list[int]]:
 
 def plan_steps(plan: Plan) -> tuple[list[Step], dict[int, list[int]]]:
     steps = list(
-        plan.steps.select_related("flag", "flag__current", "budget_slo")
+        plan.steps.select_related("flag", "flag__current", "budget_slo", "attempt_flag_version")
         .prefetch_related(
             Prefetch("step_targets", queryset=StepTarget.objects.select_related("target")),
             Prefetch(
@@ -219,6 +224,41 @@ def step_actions(*, step: Step) -> dict[str, Any]:
     }
 
 
+INGEST_REVERTS_READ = 200
+
+
+def _ingest_revert_p99() -> float | None:
+    """p99 of breach-to-revert over the latest reverts a breaching sample triggered."""
+    took = sorted(
+        Evaluation.objects.filter(trigger=Evaluation.Trigger.INGEST, revert_seconds__isnull=False)
+        .order_by("-pk")
+        .values_list("revert_seconds", flat=True)[:INGEST_REVERTS_READ]
+    )
+    return took[min(len(took) - 1, math.ceil(0.99 * len(took)) - 1)] if took else None
+
+
+def worst_cases(steps: Iterable[Step]) -> dict[int, WorstCase]:
+    """Step id -> its worst case, for the flag steps whose verification is running (steps
+    loaded by `plan_steps`: latest run first in `runs`)."""
+    running = {s.pk: s.runs[0] for s in steps if getattr(s, "runs", None)}
+    running = {k: v for k, v in running.items() if v.status == Verification.Status.RUNNING}
+    if not running:
+        return {}
+    watched = set(
+        VerificationWatch.objects.filter(
+            verification_id__in=[v.pk for v in running.values()]
+        ).values_list("verification_id", flat=True)
+    )
+    p99 = _ingest_revert_p99() if watched else None
+    found = {}
+    for step in steps:
+        run = running.get(step.pk)
+        case = worst_case(step, run, watched=run is not None and run.pk in watched, ingest_p99=p99)
+        if case is not None:
+            found[step.pk] = case
+    return found
+
+
 def plan_pause(plan: Plan) -> dict[str, Any] | None:
     """Why a paused plan is paused: since when, by whom, the reason, and the evaluation whose
     conclusion paused it (when a verification did), read from the ledger entry that paused it."""
@@ -257,6 +297,7 @@ def plan_live_context(*, plan_id: int) -> dict[str, Any]:
     assumptions = assumptions_for_plans([plan.pk])[plan.pk]
     holds = plan_holds([plan])[plan.pk]
     held = plan_hold_reason(holds)
+    worst = worst_cases(steps)
     rows = [
         StepRow(
             step=s,
@@ -273,6 +314,7 @@ def plan_live_context(*, plan_id: int) -> dict[str, Any]:
             targets=list(s.step_targets.all()),
             lockstep=[m.key for m in lockstep_members(s, steps) if m.pk != s.pk],
             warning=start_warning(s, plan=plan, siblings=steps, assumptions=assumptions),
+            worst=worst.get(s.pk),
         )
         for s in steps
     ]
@@ -337,13 +379,23 @@ def portfolio(*, team: str = "", status: str = "") -> list[dict[str, Any]]:
     all_deps = _deps(*plans)
     steps_by_plan: dict[int, list[Step]] = defaultdict(list)
     all_steps = list(
-        Step.objects.filter(plan__in=plans).select_related("budget_slo").order_by("position")
+        Step.objects.filter(plan__in=plans)
+        .select_related("budget_slo", "flag__current", "attempt_flag_version")
+        .prefetch_related(
+            Prefetch(
+                "verifications",
+                queryset=Verification.objects.filter(status=Verification.Status.RUNNING),
+                to_attr="runs",
+            )
+        )
+        .order_by("position")
     )
     for step in all_steps:
         steps_by_plan[step.plan_id].append(step)
     budget = budget_gate_blockers(all_steps)
     assumptions = assumptions_for_plans(p.pk for p in plans)
     holds = plan_holds(plans)
+    worst = worst_cases(all_steps)
     thrashing = plans_thrashing(plans)
     rows = []
     for plan in plans:
@@ -381,6 +433,11 @@ def portfolio(*, team: str = "", status: str = "") -> list[dict[str, Any]]:
                 "progress": round(100 * plan.done / plan.total) if plan.total else 0,
                 "thrash": thrashing.get(plan.pk),
                 "holds": holds[plan.pk],
+                "worst": max(
+                    ((s, worst[s.pk]) for s in steps if s.pk in worst),
+                    key=lambda pair: pair[1].weight,
+                    default=None,
+                ),
                 "decision_needed": not plan.is_closed
                 and bool(decision_needed(assumptions[plan.pk])),
             }
@@ -532,8 +589,11 @@ def flag_board_row(*, flag: Flag) -> dict[str, Any]:
 def step_verification_context(*, step_id: int) -> dict[str, Any]:
     """The verification section of the step page: what is checked, the current run, its recent
     evaluations with the numbers and queries they saw, and the latest canary comparison."""
-    step = Step.objects.select_related("plan").get(pk=step_id)
+    step = Step.objects.select_related("plan", "flag__current", "attempt_flag_version").get(
+        pk=step_id
+    )
     verification = step.verifications.select_related("concluded_by").first()
+    step.runs = [verification] if verification else []
     evaluations = list(verification.evaluations.all()[:10]) if verification else []
     canary_html = ""
     latest_canary = next((e for e in evaluations if e.canary), None)
@@ -561,6 +621,7 @@ def step_verification_context(*, step_id: int) -> dict[str, Any]:
         "canary_metrics": list(step.canary.get("metrics", {})) if step.canary else [],
         "canary_chart": canary_html,
         "latest_canary": latest_canary,
+        "worst": worst_cases([step]).get(step.pk),
     }
 
 
