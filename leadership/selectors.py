@@ -33,6 +33,7 @@ from rollouts.rules import (
     top_untested_reason,
 )
 from rollouts.selectors import assumptions_for_plans
+from rollouts.thrash import plans_thrashing
 from signals.models import SLO, MetricSource, SLIBucket
 from signals.services import slo_spec_of
 from signals.slo_spec import MetricRef, sli_warnings
@@ -372,6 +373,13 @@ def plans_needing_decision() -> list[tuple[Plan, str]]:
         for plan_id, ranked in assumptions_for_plans(plans).items()
         for assumption in decision_needed(ranked)
     ]
+
+
+def plans_thrashing_now() -> list[tuple[Plan, str]]:
+    """Plans whose calls keep changing course (`rollouts.thrash`), with why, by name."""
+    plans = {p.pk: p for p in Plan.objects.filter(decisions__isnull=False).distinct()}
+    flagged = plans_thrashing(plans)
+    return sorted(((plans[pk], why) for pk, why in flagged.items()), key=lambda r: r[0].name)
 
 
 @dataclass

@@ -137,6 +137,7 @@ def decisions(request: HttpRequest) -> HttpResponse:
             "view": view,
             "chart": charts.decisions_chart(view.weekly) if view.weekly else "",
             "needing": selectors.plans_needing_decision(),
+            "thrashing": selectors.plans_thrashing_now(),
             "team": team,
             "decided": decided,
             "period": period,

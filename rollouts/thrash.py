@@ -1,6 +1,8 @@
 """The thrash detector: a plan that keeps changing course is failing as surely as one that never
-does. Flagged: more than THRASH_ADAPTS adapt decisions within the last THRASH_DAYS days, or a
-kill within THRASH_KILL_AFTER_PERSIST_DAYS of a persist (the persist was sunk cost talking)."""
+does. Flagged: more than THRASH_ADAPTS adapt decisions within the last THRASH_DAYS days, a kill
+within THRASH_KILL_AFTER_PERSIST_DAYS of a persist (the persist was sunk cost talking), or a call
+reversed and then restored within THRASH_REVERSAL_HOURS (persist → adapt → persist: a flip-flop,
+decided on noise rather than evidence)."""
 
 from collections import defaultdict
 from collections.abc import Iterable
@@ -60,6 +62,14 @@ def thrash_reason(calls: list[_Call], *, now: datetime) -> str | None:
                     f"killed {_gap(gap)} after deciding to persist "
                     f"(#{last_persist.pk} persist, #{call.pk} kill; within {_days(kill_after)})"
                 )
+    window = timedelta(hours=settings.THRASH_REVERSAL_HOURS)
+    for first, second, third in zip(calls, calls[1:], calls[2:], strict=False):
+        if first.decided == third.decided != second.decided and third.at - first.at <= window:
+            reasons.append(
+                f"flip-flopped within {_gap(third.at - first.at)}: #{first.pk} {first.decided}, "
+                f"#{second.pk} {second.decided}, #{third.pk} {third.decided} "
+                f"(within {settings.THRASH_REVERSAL_HOURS:g} hours)"
+            )
     return "; ".join(reasons) or None
 
 

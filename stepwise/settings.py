@@ -245,6 +245,8 @@ WORKER_HEARTBEAT_MAX_AGE_SECONDS = 60
 # THRASH_DAYS days, or a kill within THRASH_KILL_AFTER_PERSIST_DAYS of a persist, flags a plan.
 THRASH_ADAPTS = int(os.environ.get("STEPWISE_THRASH_ADAPTS", "3"))
 THRASH_DAYS = float(os.environ.get("STEPWISE_THRASH_DAYS", "14"))
+# A call reversed and then restored within this many hours is a flip-flop.
+THRASH_REVERSAL_HOURS = float(os.environ.get("STEPWISE_THRASH_REVERSAL_HOURS", "24"))
 THRASH_KILL_AFTER_PERSIST_DAYS = float(
     os.environ.get("STEPWISE_THRASH_KILL_AFTER_PERSIST_DAYS", "7")
 )

@@ -101,3 +101,22 @@ def test_decisions_page__filters_match_nothing__says_so_with_a_way_back(
     body = client.get(reverse("decisions"), {"decided": "kill"}).content.decode()
 
     assert "No decision matches these filters" in body and "No decisions yet" not in body
+
+
+def test_decisions_page__persist_adapt_persist_in_minutes__thrashing_shown_with_the_calls(
+    client, role_user, make_plan
+):
+    tpm = role_user("tpm")
+    plan, calm = make_plan([{"key": "a"}]), make_plan([{"key": "b"}], key="calm")
+    calls = [_decide(plan, tpm, d) for d in ("persist", "adapt", "persist")]
+    _decide(calm, tpm, "persist")
+    client.force_login(role_user("viewer"))
+
+    html = client.get(reverse("decisions")).content.decode()
+
+    section = html[html.index('data-testid="plans-thrashing"') :].split("</section>", 1)[0]
+    assert plan.name in section and calm.name not in section
+    assert (
+        "flip-flopped within less than an hour: " + ", ".join(f"#{c.pk} {c.decided}" for c in calls)
+        in section
+    )

@@ -97,3 +97,22 @@ def test_thrash_reason__both_rules__both_reasons(settings):
 
 def test_thrash_reason__kill_without_a_persist__not_thrash():
     assert thrash_reason(_calls(("adapt", 0), ("kill", 1)), now=T0) is None
+
+
+def test_thrash_reason__persist_adapt_persist_within_minutes__flip_flop_naming_the_calls():
+    minutes = 1 / (24 * 60)
+    calls = _calls(("persist", 0), ("adapt", 5 * minutes), ("persist", 12 * minutes))
+    assert thrash_reason(calls, now=T0 + timedelta(days=1)) == (
+        "flip-flopped within less than an hour: #1 persist, #2 adapt, #3 persist (within 24 hours)"
+    )
+
+
+def test_thrash_reason__call_restored_two_days_later__not_a_flip_flop():
+    calls = _calls(("persist", 0), ("adapt", 1), ("persist", 2))
+    assert thrash_reason(calls, now=T0 + timedelta(days=3)) is None
+
+
+def test_thrash_reason__persist_then_adapt_once__learning_not_thrash():
+    assert (
+        thrash_reason(_calls(("persist", 0), ("adapt", 0.01)), now=T0 + timedelta(days=1)) is None
+    )
