@@ -50,7 +50,7 @@ from rollouts.rules import (
     worst_case,
 )
 from rollouts.thrash import plans_thrashing
-from rollouts.verification_spec import stored_measurements
+from rollouts.verification_spec import canary_parse, stored_measurements
 from signals.canary import CanaryJudgement
 
 STEP_BUTTONS = [
@@ -605,6 +605,7 @@ def step_verification_context(*, step_id: int) -> dict[str, Any]:
         }
         canary_html = canary_chart(judgement, distributions, div_id=f"canary-chart-{step.pk}")
     measurements = stored_measurements(step.measurements) if step.measurements else {}
+    canary = canary_parse(step.canary)[0] if step.canary else None
     return {
         "step": step,
         "verification": verification,
@@ -618,7 +619,17 @@ def step_verification_context(*, step_id: int) -> dict[str, Any]:
             }
             for spec in measurements.values()
         ],
-        "canary_metrics": list(step.canary.get("metrics", {})) if step.canary else [],
+        "canary_spec": canary,
+        "canary_rows": [
+            {
+                "metric": metric,
+                "query": measurement.describe(),
+                "baseline_query": measurement.describe(baseline=True)
+                if measurement.has_baseline
+                else "",
+            }
+            for metric, measurement in (canary.metrics if canary else ())
+        ],
         "canary_chart": canary_html,
         "latest_canary": latest_canary,
         "worst": worst_cases([step]).get(step.pk),

@@ -318,6 +318,18 @@ def evaluation_record(
                 "readings": evaluation.readings,
                 "pass": verification.pass_condition,
                 "fail": verification.fail_condition,
+                # Every number the canary's verdict rested on (score, p-values, shifts), and
+                # the settings committed before the run, not only the words of its reason.
+                **(
+                    {
+                        "canary": {
+                            k: v for k, v in evaluation.canary.items() if k != "distributions"
+                        }
+                        | {"committed": verification.canary}
+                    }
+                    if evaluation.canary
+                    else {}
+                ),
             },
             plan_id=step.plan_id,
             step_id=step.pk,

@@ -797,6 +797,17 @@ def test_verification__canary_30_percent_slower__fails_with_score_and_distributi
     assert sorted(kept_baseline) == sorted(baseline) and len(kept_canary) == 80
     assert evaluation.canary["metrics"][0]["classification"] == "high"
     assert _status(step) == "failed"
+    # The numbers the verdict rested on are in its ledger entry, not only in the reason's words.
+    [failed] = _ledger(step, "verification.failed")
+    assert failed["canary"]["score"] == evaluation.canary["score"]
+    [latency] = failed["canary"]["metrics"]
+    assert latency["p_value"] < 0.02 and latency["shift"] > 15
+    assert (latency["canary_median"], latency["baseline_median"]) == (
+        evaluation.canary["metrics"][0]["canary_median"],
+        evaluation.canary["metrics"][0]["baseline_median"],
+    )
+    assert failed["canary"]["committed"] == _run(step).canary
+    assert "distributions" not in failed["canary"]
 
 
 def test_verification__canary_same_distribution__no_canary_failure(make_plan):
@@ -847,6 +858,9 @@ def test_step_page__canary_evaluation__shows_canary_chart(make_plan, client, rol
     assert 'data-testid="canary-chart"' in page
     assert f'id="canary-chart-{step.pk}"' in page
     assert "canary check failed" in page
+    settings = page[page.index('data-testid="canary-settings"') :].split("</table>", 1)[0]
+    assert "confidence 0.98" in settings and "score ≥ 95 passes" in settings
+    assert "the canary increases" in settings
 
 
 def test_evaluation_record__routine_repeat__pushes_nothing_news_is_pushed(make_plan, pushes):
