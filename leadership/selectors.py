@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from core.text import percent_text
 from incidents.models import Incident
+from incidents.selectors import incident_held_plans
 from ledger.models import LedgerEntry
 from rollouts.gates import budget_gate_blockers
 from rollouts.models import (
@@ -355,6 +356,23 @@ def plans_at_risk() -> list[PlanRisk]:
         if verification.status in FAILING:
             risks[verification.step.plan_id].append(
                 ("verification", f"{verification.step.key}: verification {verification.status}")
+            )
+    for incident in Incident.objects.filter(status__in=Incident.OPEN).order_by("pk"):
+        for held in incident_held_plans(incident):
+            if held["plan"].pk not in plans:
+                continue
+            release = held["release"]
+            state = (
+                f"released by {release.released_by.get_username()}: {release.reason}"
+                if release
+                else "no step starts until it resolves or its commander releases the plan"
+            )
+            risks[held["plan"].pk].append(
+                (
+                    "incident",
+                    f"INC-{incident.pk} {incident.get_severity_display()} {incident.status}: "
+                    f"{incident.title} ({state})",
+                )
             )
     return [PlanRisk(plans[pk], reasons) for pk, reasons in risks.items() if reasons]
 

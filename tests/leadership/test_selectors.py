@@ -275,3 +275,29 @@ def test_slo_series__latency_spike__labelled_with_the_end_of_its_interval_like_t
     assert series.p99[worst] == pytest.approx(900.0)
     assert spike_at in series.ends  # the SLI dip is plotted at the same moment
     assert max(series.latency_ends) <= slo_status(SLO.objects.get(name="login-latency")).at
+
+
+def test_plans_at_risk__open_incident_on_its_service__incident_reason_then_released(
+    make_plan, role_user
+):
+    from incidents.services import incident_declare, incident_plan_release
+
+    make_plan([{"key": "deploy", "kind": "deploy", "service": "accounts-api"}], key="idp")
+    commander = role_user("commander")
+    incident = incident_declare(
+        title="login errors", severity=2, services=["accounts-api"], actor=commander
+    )
+
+    [risk] = plans_at_risk()
+    assert risk.reasons == [
+        (
+            "incident",
+            f"INC-{incident.pk} SEV2 declared: login errors (no step starts until it resolves "
+            "or its commander releases the plan)",
+        )
+    ]
+    incident_plan_release(
+        incident_id=incident.pk, plan_key="idp", reason="the deploy is the fix", actor=commander
+    )
+    [risk] = plans_at_risk()
+    assert "released by" in risk.reasons[0][1] and "the deploy is the fix" in risk.reasons[0][1]
