@@ -126,6 +126,14 @@ class DecisionForm(forms.Form):
 class ActionItemForm(forms.Form):
     title = forms.CharField(max_length=300)
     owner = forms.CharField(max_length=150)
+    due_on = forms.DateField(required=False)
+
+
+class ActionItemDoneForm(forms.Form):
+    item = forms.IntegerField(min_value=1)
+    done = forms.TypedChoiceField(
+        choices=[("yes", "yes"), ("no", "no")], coerce=lambda v: v == "yes"
+    )
 
 
 class PostmortemForm(forms.Form):

@@ -267,12 +267,17 @@ class Alert(models.Model):
 
 
 class ActionItem(models.Model):
-    """A follow-up after the incident, with an owner."""
+    """A follow-up after the incident, with an owner, a due date and a done state."""
 
     incident = models.ForeignKey(Incident, on_delete=models.CASCADE, related_name="action_items")
     title = models.CharField(max_length=300)
     owner = models.CharField(max_length=150)
+    due_on = models.DateField(null=True, blank=True)
     done = models.BooleanField(default=False)
+    done_at = models.DateTimeField(null=True, blank=True)
+    done_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

@@ -241,7 +241,15 @@ def postmortem_build(incident: Incident) -> dict[str, Any]:
             .order_by("pk")
         ],
         "action_items": [
-            {"title": a.title, "owner": a.owner, "done": a.done, "created_at": a.created_at}
+            {
+                "id": a.pk,
+                "title": a.title,
+                "owner": a.owner,
+                "due_on": a.due_on,
+                "done": a.done,
+                "done_at": a.done_at,
+                "created_at": a.created_at,
+            }
             for a in incident.action_items.order_by("created_at", "pk")
         ],
         "spans_days": len(local_days) > 1,
@@ -424,7 +432,9 @@ def postmortem_markdown(data: dict[str, Any]) -> str:
 
     out += ["## Action items", ""]
     out += [
-        f"- [{'x' if a['done'] else ' '}] {md_text(a['title'])} (owner: {md_text(a['owner'])})"
+        f"- [{'x' if a['done'] else ' '}] {md_text(a['title'])} (owner: {md_text(a['owner'])}"
+        + (f", due {a['due_on'].isoformat()}" if a["due_on"] else "")
+        + ")"
         for a in data["action_items"]
     ] or ["- none yet"]
     out.append("")

@@ -5,7 +5,7 @@ written in the same transaction, and the console is pushed on commit.
 """
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -812,16 +812,67 @@ def break_glass_flip(*, incident_id: int, switch_id: int, on: bool, actor: Abstr
 
 @transaction.atomic
 def action_item_add(
-    *, incident_id: int, title: str, owner: str, actor: AbstractBaseUser
+    *,
+    incident_id: int,
+    title: str,
+    owner: str,
+    actor: AbstractBaseUser,
+    due_on: date | None = None,
 ) -> ActionItem:
+    """A follow-up with an owner and, usually, a due date. On the timeline and in the ledger."""
     incident = _lock(incident_id)
     _require(actor, "incidents.narrate", "add action items")
     title, owner = (title or "").strip(), (owner or "").strip()
     if not title or not owner:
         raise InvalidInput("an action item needs a title and an owner")
-    item = ActionItem.objects.create(incident=incident, title=title[:300], owner=owner[:150])
-    _ledger(incident, "incident.action_item", actor, {"title": title, "owner": owner})
+    if due_on is not None and due_on < timezone.localdate():
+        raise InvalidInput(f"due date {due_on.isoformat()} is in the past")
+    item = ActionItem.objects.create(
+        incident=incident, title=title[:300], owner=owner[:150], due_on=due_on
+    )
+    due = f", due {due_on.isoformat()}" if due_on else ""
+    _timeline(
+        incident,
+        kind=TimelineEntry.Kind.SYSTEM,
+        text=f"action item: {item.title} (owner {item.owner}{due})",
+        actor=actor,
+        data={"action_item": item.pk},
+    )
+    _ledger(
+        incident,
+        "incident.action_item",
+        actor,
+        {"title": title, "owner": owner, "due_on": due_on.isoformat() if due_on else None},
+    )
     console_touch(incident=incident, event="incident.action_item")
+    return item
+
+
+@transaction.atomic
+def action_item_done_set(
+    *, incident_id: int, item_id: int, done: bool, actor: AbstractBaseUser
+) -> ActionItem:
+    """Mark a follow-up done (or not done after all). A second click changes nothing."""
+    if not ActionItem.objects.filter(pk=item_id, incident_id=incident_id).exists():
+        raise NotFound(f"INC-{incident_id} has no action item {item_id}")
+    incident = _lock(incident_id)
+    _require(actor, "incidents.narrate", "close action items")
+    item = ActionItem.objects.select_for_update().get(pk=item_id)
+    if item.done == done:
+        return item
+    item.done, item.done_at = done, timezone.now() if done else None
+    item.done_by = actor if done else None
+    item.save(update_fields=["done", "done_at", "done_by"])
+    said = "done" if done else "reopened"
+    _timeline(
+        incident,
+        kind=TimelineEntry.Kind.SYSTEM,
+        text=f"action item {said}: {item.title}",
+        actor=actor,
+        data={"action_item": item.pk},
+    )
+    _ledger(incident, f"incident.action_item_{said}", actor, {"title": item.title})
+    console_touch(incident=incident, event=f"incident.action_item_{said}")
     return item
 
 

@@ -50,6 +50,11 @@ urlpatterns = [
         name="incident-action-item",
     ),
     path(
+        "incidents/<int:incident_id>/action-items/done",
+        views.action_item_done,
+        name="incident-action-item-done",
+    ),
+    path(
         "incidents/<int:incident_id>/postmortem",
         views.incident_postmortem,
         name="incident-postmortem",

@@ -8,6 +8,7 @@ from django.contrib.auth.decorators import permission_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from core.errors import InvalidInput, TransitionRefused
@@ -316,9 +317,28 @@ def action_item_add(request: HttpRequest, incident_id: int) -> HttpResponse:
         incident_id,
         forms.ActionItemForm(request.POST),
         lambda d: services.action_item_add(
-            incident_id=incident_id, title=d["title"], owner=d["owner"], actor=request.user
+            incident_id=incident_id,
+            title=d["title"],
+            owner=d["owner"],
+            due_on=d["due_on"],
+            actor=request.user,
         ),
         "action item added",
+    )
+
+
+@require_POST
+@permission_required("incidents.narrate", raise_exception=True)
+def action_item_done(request: HttpRequest, incident_id: int) -> HttpResponse:
+    form = forms.ActionItemDoneForm(request.POST)
+    return _console_action(
+        request,
+        incident_id,
+        form,
+        lambda d: services.action_item_done_set(
+            incident_id=incident_id, item_id=d["item"], done=d["done"], actor=request.user
+        ),
+        "action item updated",
     )
 
 
@@ -347,7 +367,9 @@ def incident_postmortem(request: HttpRequest, incident_id: int) -> HttpResponse:
         }
     )
     return render(
-        request, "incidents/postmortem.html", {"pm": postmortem_build(incident), "form": form}
+        request,
+        "incidents/postmortem.html",
+        {"pm": postmortem_build(incident), "form": form, "today": timezone.localdate()},
     )
 
 

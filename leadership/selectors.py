@@ -13,7 +13,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from core.text import percent_text
-from incidents.models import Incident
+from incidents.models import ActionItem, Incident
 from incidents.selectors import incident_held_plans
 from ledger.models import LedgerEntry
 from rollouts.gates import budget_gate_blockers
@@ -375,6 +375,15 @@ def plans_at_risk() -> list[PlanRisk]:
                 )
             )
     return [PlanRisk(plans[pk], reasons) for pk, reasons in risks.items() if reasons]
+
+
+def open_action_items() -> list[ActionItem]:
+    """Follow-ups not done, across incidents: overdue and soonest due first, undated last."""
+    return list(
+        ActionItem.objects.filter(done=False)
+        .select_related("incident")
+        .order_by(F("due_on").asc(nulls_last=True), "created_at", "pk")
+    )
 
 
 PERIODS = {"7d": 7, "30d": 30, "90d": 90, "all": None}

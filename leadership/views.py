@@ -7,6 +7,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -114,7 +115,15 @@ def slo_alert_declare(request: HttpRequest, alert_id: int) -> HttpResponse:
 
 @require_GET
 def plans_at_risk(request: HttpRequest) -> HttpResponse:
-    return render(request, "leadership/plans_at_risk.html", {"risks": selectors.plans_at_risk()})
+    return render(
+        request,
+        "leadership/plans_at_risk.html",
+        {
+            "risks": selectors.plans_at_risk(),
+            "action_items": selectors.open_action_items(),
+            "today": timezone.localdate(),
+        },
+    )
 
 
 @require_GET

@@ -365,6 +365,37 @@ def test_postmortem_page__action_item_posted_from_the_form__listed_with_its_owne
     assert "- [ ] Runbook | for checkout rollback (owner: cy)" in markdown
 
 
+def test_postmortem_page__action_item_with_due_date_marked_done__shown_and_in_markdown(
+    client, responder, story
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from incidents.models import ActionItem
+
+    due = timezone.localdate() + timedelta(days=3)
+    client.force_login(responder)
+    client.post(
+        f"/incidents/{story.pk}/action-items",
+        {"title": "Alert per region", "owner": "cy", "due_on": due.isoformat()},
+        HTTP_HX_REQUEST="true",
+    )
+    item = ActionItem.objects.get(title="Alert per region")
+    page = client.get(f"/incidents/{story.pk}/postmortem").content.decode()
+    assert f"due {due.isoformat()}" in page
+    assert f'data-testid="pm-action-toggle-{item.pk}">mark done' in page
+
+    done = client.post(
+        f"/incidents/{story.pk}/action-items/done",
+        {"item": item.pk, "done": "yes"},
+        HTTP_HX_REQUEST="true",
+    )
+    assert done.status_code == 200
+    markdown = client.get(f"/incidents/{story.pk}/postmortem.md").content.decode()
+    assert f"- [x] Alert per region (owner: cy, due {due.isoformat()})" in markdown
+
+
 def test_postmortem_write__commander_after_resolve__saved_shown_and_ledgered(
     client, commander, story
 ):

@@ -1408,14 +1408,80 @@ def test_action_item_add__title_and_owner__stored_and_ledgered(incident, respond
         (incident.pk, "Alert on checkout 5xx per region", "web-team", False)
     ]
     assert item.pk == ActionItem.objects.get().pk
-    # A follow-up, not something that happened during the incident: the timeline is unchanged.
-    assert _timeline(incident) == DECLARED
+    assert _timeline(incident) == [
+        *DECLARED,
+        (3, "system", "action item: Alert on checkout 5xx per region (owner web-team)"),
+    ]
     assert _ledger(incident) == [*DECLARED_LEDGER, "incident.action_item"]
     assert _payload(incident, "incident.action_item") == {
         "incident": incident.pk,
         "title": "Alert on checkout 5xx per region",
         "owner": "web-team",
+        "due_on": None,
     }
+
+
+def test_action_item__due_date_then_done_then_reopened__timeline_ledger_and_idempotent(
+    incident, responder
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from incidents.services import action_item_done_set
+
+    due = timezone.localdate() + timedelta(days=7)
+    item = action_item_add(
+        incident_id=incident.pk, title="Per-region alert", owner="web", due_on=due, actor=responder
+    )
+    assert item.due_on == due
+
+    done = action_item_done_set(
+        incident_id=incident.pk, item_id=item.pk, done=True, actor=responder
+    )
+    assert (done.done, done.done_by) == (True, responder) and done.done_at is not None
+    again = action_item_done_set(
+        incident_id=incident.pk, item_id=item.pk, done=True, actor=responder
+    )
+    assert again.done_at == done.done_at  # a second click changes nothing
+    action_item_done_set(incident_id=incident.pk, item_id=item.pk, done=False, actor=responder)
+
+    assert _timeline(incident)[-3:] == [
+        (3, "system", f"action item: Per-region alert (owner web, due {due.isoformat()})"),
+        (4, "system", "action item done: Per-region alert"),
+        (5, "system", "action item reopened: Per-region alert"),
+    ]
+    assert _ledger(incident)[-3:] == [
+        "incident.action_item",
+        "incident.action_item_done",
+        "incident.action_item_reopened",
+    ]
+
+
+def test_action_item__due_in_the_past_or_other_incidents_item__refused_nothing_written(
+    incident, responder, commander
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from core.errors import NotFound
+    from incidents.services import action_item_done_set, incident_declare
+
+    with pytest.raises(InvalidInput, match="is in the past"):
+        action_item_add(
+            incident_id=incident.pk,
+            title="late",
+            owner="web",
+            due_on=timezone.localdate() - timedelta(days=1),
+            actor=responder,
+        )
+    assert not ActionItem.objects.exists()
+    other = incident_declare(title="other", severity=3, actor=commander)
+    item = action_item_add(incident_id=other.pk, title="x", owner="web", actor=responder)
+    with pytest.raises(NotFound, match=f"INC-{incident.pk} has no action item {item.pk}"):
+        action_item_done_set(incident_id=incident.pk, item_id=item.pk, done=True, actor=responder)
+    assert not ActionItem.objects.get(pk=item.pk).done
 
 
 @pytest.mark.parametrize(

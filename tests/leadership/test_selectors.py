@@ -301,3 +301,28 @@ def test_plans_at_risk__open_incident_on_its_service__incident_reason_then_relea
     )
     [risk] = plans_at_risk()
     assert "released by" in risk.reasons[0][1] and "the deploy is the fix" in risk.reasons[0][1]
+
+
+def test_at_risk_page__open_action_items__overdue_first_done_ones_left_out(client, role_user):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from incidents.models import ActionItem
+    from incidents.services import incident_declare
+
+    incident = incident_declare(title="login errors", severity=2, actor=role_user("commander"))
+    today = timezone.localdate()
+    # Rows written directly: a due date in the past is refused by the service, as it should be.
+    ActionItem.objects.create(incident=incident, title="later", owner="web", due_on=today)
+    ActionItem.objects.create(
+        incident=incident, title="overdue", owner="sre", due_on=today - timedelta(days=2)
+    )
+    ActionItem.objects.create(incident=incident, title="closed", owner="web", done=True)
+    client.force_login(role_user("viewer"))
+
+    html = client.get("/risk/").content.decode()
+
+    section = html[html.index('data-testid="open-action-items"') :].split("</section>", 1)[0]
+    assert section.index("overdue") < section.index("later") and "closed" not in section
+    assert "(overdue)" in section and f"INC-{incident.pk}" in section
