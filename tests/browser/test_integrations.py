@@ -14,7 +14,7 @@ def test_integrations__admin_creates_copies_and_revokes_a_token__secret_gone_aft
     login(page, "admin")
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Integrations").click()
 
-    page.locator("#id_name").fill("browser-exporter")
+    page.locator("#id_name").fill("pages-exporter")
     page.locator("#id_role").select_option("exporter")
     page.get_by_role("button", name="Create token").click()
     secret = page.get_by_test_id("token-secret").input_value()
@@ -22,12 +22,12 @@ def test_integrations__admin_creates_copies_and_revokes_a_token__secret_gone_aft
 
     expect(page.get_by_test_id("token-copy")).to_have_text("Copied")
     assert secret.startswith("sw_") and page.evaluate("navigator.clipboard.readText()") == secret
-    row = page.locator("[data-testid=token-row]", has_text="browser-exporter")
-    expect(row).to_contain_text("svc-exporter-browser-exporter")
+    row = page.locator("[data-testid=token-row]", has_text="pages-exporter")
+    expect(row).to_contain_text("svc-exporter-pages-exporter")
     screenshot(page, "integrations-created")
 
     page.once("dialog", lambda dialog: dialog.accept())
-    row.get_by_label("Why revoke browser-exporter").fill("browser test")
+    row.get_by_label("Why revoke pages-exporter").fill("browser test")
     row.get_by_role("button", name="Revoke").click()
 
     expect(row.get_by_test_id("action-ok")).to_contain_text("Revoked")
