@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.utils import timezone
 
+from core.text import seconds_text
 from rollouts.models import Decision, Plan
 
 
@@ -30,7 +31,7 @@ def _days(value: float) -> str:
 def _gap(gap: timedelta) -> str:
     hours = gap.total_seconds() / 3600
     if hours < 1:
-        return "less than an hour"
+        return seconds_text(gap.total_seconds())
     if hours < 24:
         return f"{int(hours)} hour{'' if int(hours) == 1 else 's'}"
     return _days(hours / 24)

@@ -116,7 +116,5 @@ def test_decisions_page__persist_adapt_persist_in_minutes__thrashing_shown_with_
 
     section = html[html.index('data-testid="plans-thrashing"') :].split("</section>", 1)[0]
     assert plan.name in section and calm.name not in section
-    assert (
-        "flip-flopped within less than an hour: " + ", ".join(f"#{c.pk} {c.decided}" for c in calls)
-        in section
-    )
+    assert "flip-flopped within " in section
+    assert " s: " + ", ".join(f"#{c.pk} {c.decided}" for c in calls) in section
