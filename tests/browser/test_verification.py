@@ -154,6 +154,12 @@ def test_step_page__verified_deploy_as_viewer__conditions_queries_numbers_and_ca
     expect(chart.locator(".js-plotly-plot")).to_be_visible()
     expect(chart.locator(".js-plotly-plot .main-svg").first).to_be_visible()
     expect(chart.locator(".js-plotly-plot")).to_contain_text("latency_ms")
+    # What was committed before the run, as well as what it saw.
+    expect(page.get_by_test_id("canary-settings")).to_contain_text("score ≥ 95 passes")
+    latency = page.get_by_test_id("canary-metrics").locator("tr", has_text="latency_ms")
+    expect(latency).to_contain_text("the canary increases")
+    expect(latency).to_contain_text("5% of the baseline")
+    expect(latency).to_contain_text('track="stable"')
     actions = page.get_by_role("region", name="Actions")
     expect(actions.locator("form")).to_be_hidden()  # a viewer gets no buttons
     screenshot(page, "verification-deploy-viewer")
