@@ -47,15 +47,20 @@ text = text.replace("key: identity-migration\\n", f"key: {key}\\n").replace(
 )
 plan = plan_apply(text=text, actor=tpm).plan
 plan_transition(plan_id=plan.pk, action="activate", actor=tpm, reason="browser test: decisions")
-# The demo's open incident is on this copy's services too, so it holds it; its commander lets
-# the copy go on, as they did the original (this test is about assumptions, not holds).
-from incidents.models import Incident
+# The demo's open incident (and any other test's) on this copy's services holds it; each one's
+# commander lets the copy go on, as for the original: this test is about assumptions, not holds.
+from incidents.models import Incident, RoleAssignment
+from incidents.selectors import incident_held_plans
 from incidents.services import incident_plan_release
 for incident in Incident.objects.filter(status__in=Incident.OPEN):
-    incident_plan_release(
-        incident_id=incident.pk, plan_key=key, reason="browser test: decisions",
-        actor=User.objects.get(username="commander"),
-    )
+    if any(h["plan"].key == key and not h["release"] for h in incident_held_plans(incident)):
+        command = RoleAssignment.objects.get(
+            incident=incident, role="commander", renounced_at__isnull=True
+        )
+        incident_plan_release(
+            incident_id=incident.pk, plan_key=key, reason="browser test: decisions",
+            actor=command.user,
+        )
 probe = plan.steps.get(key="idp-peak-probe")
 # Only the breaching sample the test posts makes the probe's verification evaluate within it.
 Step.objects.filter(pk=probe.pk).update(
