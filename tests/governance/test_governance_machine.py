@@ -97,8 +97,6 @@ class Governance(RuleBasedStateMachine):
                 flag=self.flag if ramp else None,
                 flag_percentage=Decimal(5 * (i + 1)) if ramp else None,
                 lockstep_group="pair" if lockstep and i in (1, 2) else "",
-                # One step ships the plan's service: an incident on it holds the whole plan.
-                service=f"svc-{tag}" if i == 0 else "",
                 **{**VERIFIED, "on_fail": "restore_previous_flag" if ramp else "pause_plan"},
             )
             for target in targets:
@@ -109,9 +107,6 @@ class Governance(RuleBasedStateMachine):
             if extra[i] and i > 1:
                 steps[i].depends_on.add(steps[(back[i] + 1) % (i - 1)])
         self.steps = [s.pk for s in steps]
-        self.service = f"svc-{tag}"
-        # The model of rule 5: an open incident on the service, not released, holds the plan.
-        self.held = False
         self.attempt_start: dict[int, FlagVersion | None] = {}
         plan_transition(plan_id=self.plan.pk, action="activate", actor=self.tpm)
         STATS["plans"] += 1
@@ -131,7 +126,6 @@ class Governance(RuleBasedStateMachine):
             "status": dict(Step.objects.filter(pk__in=self.steps).values_list("pk", "status")),
             "deps_converged": {pk: self._deps_converged(pk) for pk in self.steps},
             "waiting_ramp": self._waiting_ramp(),
-            "held": getattr(self, "held", False),
         }
 
     def _act(self, name: str, call, *, kind: str = "") -> None:
@@ -140,10 +134,6 @@ class Governance(RuleBasedStateMachine):
             call()
         except REFUSED as refused:
             STATS["refused"] += 1
-            # 5. The safety net is never held: only a start waits for an incident.
-            assert name == "step.start" or "held by INC-" not in str(refused), (
-                f"{name} was refused by an incident hold: {refused}"
-            )
             REASONS[
                 f"{name}: {str(refused).split(':')[1][:40] if ':' in str(refused) else str(refused)[:50]}"
             ] += 1
@@ -198,7 +188,7 @@ class Governance(RuleBasedStateMachine):
     # --- the invariants -------------------------------------------------------------------------
 
     def _check_action(self, name: str, kind: str, before: dict, after: dict) -> None:
-        # 1. Nothing started ahead of convergence; 5. nothing started while an incident held it.
+        # 1. Nothing started ahead of convergence.
         for pk, status in after["status"].items():
             if before["status"][pk] in {"pending", "ready"} and status not in {
                 "pending",
@@ -206,7 +196,6 @@ class Governance(RuleBasedStateMachine):
                 "skipped",
             }:
                 assert before["deps_converged"][pk], f"{name}: step {pk} started unconverged"
-                assert not before["held"], f"{name}: step {pk} started while an incident held it"
                 self.attempt_start[pk] = before["current"]
         new_versions = list(
             FlagVersion.objects.filter(flag=self.flag).order_by("number")[before["versions"] :]
@@ -504,49 +493,6 @@ class Governance(RuleBasedStateMachine):
             ),
             kind="one-click",
         )
-
-    # --- an incident on the plan's service holds it (rule 5) -----------------------------------
-
-    @rule()
-    @precondition(lambda self: hasattr(self, "plan") and not hasattr(self, "hold_incident_id"))
-    def incident_on_the_service(self) -> None:
-        from incidents.services import incident_declare
-        from tests.factories import UserFactory
-
-        self.hold_commander = UserFactory(role="commander")
-        incident = incident_declare(
-            title="sim hold", severity=2, services=[self.service], actor=self.hold_commander
-        )
-        self.hold_incident_id = incident.pk
-        self.held = self._plan_status() not in {"completed", "killed"}
-        STATS["incident.declared_on_service"] += 1
-
-    @rule(resolve=st.booleans())
-    @precondition(lambda self: hasattr(self, "hold_incident_id"))
-    def hold_ends(self, resolve) -> None:
-        from incidents.services import incident_plan_release, incident_status_change
-
-        def end() -> None:
-            if resolve:
-                incident_status_change(
-                    incident_id=self.hold_incident_id, status="resolved", actor=self.hold_commander
-                )
-            else:
-                incident_plan_release(
-                    incident_id=self.hold_incident_id,
-                    plan_key=self.plan.key,
-                    reason="sim",
-                    actor=self.hold_commander,
-                )
-
-        try:
-            self._act("incident.resolve" if resolve else "incident.release", end)
-        finally:
-            from incidents.models import Incident, PlanRelease
-
-            incident = Incident.objects.get(pk=self.hold_incident_id)
-            released = PlanRelease.objects.filter(incident=incident, plan=self.plan).exists()
-            self.held = self.held and incident.is_open and not released
 
     @rule(accept=st.booleans())
     def reconcile(self, accept) -> None:
