@@ -44,17 +44,24 @@ def test_running_ramp_and_flip_flop__worst_case_on_three_pages_thrash_on_decisio
     tag = uuid.uuid4().hex[:8]
     key, flag = f"worst-{tag}", f"worst-flag-{tag}"
     made = _manage_shell(stepwise_server, PREPARE.format(key=key, flag=flag))
-    worst = "20% exposed for up to 2 h (2 failing evaluations, 3600 s apart), then 0%"
+    # The interval bound, or, once a breaching sample has been judged at once anywhere on this
+    # stack (another browser test posts one), the measured p99 from breach to revert.
+    worst = (
+        r"20% exposed for up to (2 h \(2 failing evaluations, 3600 s apart\)|[0-9.]+ s "
+        r"\(a breaching sample is judged at once; measured p99 breach to revert\)), then 0%"
+    )
     page = new_page()
     login(page, "tpm")
 
     page.goto(f"/plans/{key}/")
-    expect(page.get_by_test_id("worst-ramp")).to_have_text(f"worst case: {worst}")
+    expect(page.get_by_test_id("worst-ramp")).to_have_text(re.compile(f"^worst case: {worst}"))
     page.goto(f"/plans/{key}/steps/ramp/")
-    expect(page.get_by_test_id("worst-case")).to_contain_text(worst)
+    expect(page.get_by_test_id("worst-case")).to_contain_text(re.compile(worst))
     page.goto("/")
     row = page.get_by_test_id("plan-row").filter(has_text=key)
-    expect(row.get_by_test_id("worst-step")).to_have_text(f"worst case: ramp, {worst}")
+    expect(row.get_by_test_id("worst-step")).to_have_text(
+        re.compile(f"^worst case: ramp, {worst}")
+    )
     expect(row.get_by_test_id("thrash-badge")).to_be_visible()
 
     page.goto("/decisions/")
