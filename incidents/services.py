@@ -98,7 +98,13 @@ def _timeline(
 
 
 def _ledger(
-    incident: Incident, action: str, actor: Any, payload: dict, *, actor_label: str = "stepwise"
+    incident: Incident,
+    action: str,
+    actor: Any,
+    payload: dict,
+    *,
+    actor_label: str = "stepwise",
+    plan_id: int | None = None,
 ) -> None:
     ledger_append(
         action=action,
@@ -107,6 +113,7 @@ def _ledger(
         actor_label=None if actor else actor_label,
         payload={"incident": incident.pk, **payload},
         incident_id=incident.pk,
+        plan_id=plan_id,
     )
 
 
@@ -384,12 +391,11 @@ def incident_plan_release(
         actor=actor,
         data={"plan": plan.key},
     )
-    ledger_append(
-        action="incident.plan_released",
-        subject=incident,
-        actor=actor,
-        payload={"incident": incident.pk, "plan": plan.key, "reason": reason},
-        incident_id=incident.pk,
+    _ledger(
+        incident,
+        "incident.plan_released",
+        actor,
+        {"plan": plan.key, "reason": reason},
         plan_id=plan.pk,
     )
     console_touch(incident=incident, event="incident.plan_released")
